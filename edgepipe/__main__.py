@@ -1,0 +1,5 @@
+"""`python -m edgepipe` runs the command line."""
+
+from edgepipe.cli import main
+
+raise SystemExit(main())

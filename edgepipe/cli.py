@@ -1,0 +1,160 @@
+"""Command line: `edgepipe run|check|detect|track|bench|models|export`.
+
+Each subcommand has an `_add_<name>` function that declares its options and a `_cmd_<name>`
+function that runs it. Heavy imports (OpenVINO, torch) happen inside the handlers so that
+`edgepipe --help` is instant. An EdgepipeError becomes one `edgepipe: error: ...` line on stderr
+and exit status 2 (configuration) or 1 (anything else); programming errors keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from edgepipe import __version__
+from edgepipe.errors import EdgepipeError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# ---------------------------------------------------------------- run / check
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run one or more pipelines until the source ends or SIGTERM")
+    p.add_argument("pipelines", nargs="+", metavar="PIPELINE.yml", help="pipeline files")
+    p.add_argument("--source", metavar="PATH_OR_URL", help="replace the source of the (single) pipeline")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--events", metavar="PATH", help="also write events as JSON lines to PATH ('-' = stdout)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.set_defaults(handler=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edgepipe.pipeline import run_command
+
+    return run_command(args)
+
+
+def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("check", help="validate pipeline files, model files and source reachability")
+    p.add_argument("pipelines", nargs="+", metavar="PIPELINE.yml")
+    p.add_argument("--no-source", action="store_true", help="do not try to open the sources")
+    p.set_defaults(handler=_cmd_check)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from edgepipe.pipeline import check_command
+
+    return check_command(args)
+
+
+# ---------------------------------------------------------------- detect (issue 7)
+def _add_detect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("detect", help="run the detector on an image or a video and print detections")
+    p.add_argument("input", metavar="IMAGE_OR_VIDEO")
+    p.set_defaults(handler=_cmd_detect)
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    raise EdgepipeError("edgepipe detect is not built yet")
+
+
+# ---------------------------------------------------------------- track (issue 3)
+def _add_track(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("track", help="run the SORT tracker on MOTChallenge detections")
+    p.set_defaults(handler=_cmd_track)
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    raise EdgepipeError("edgepipe track is not built yet")
+
+
+# ---------------------------------------------------------------- bench (issues 3, 7)
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench", help="benchmarks: speed as ratios against a baseline measured in the same run")
+    what = p.add_subparsers(dest="bench_target", required=True, metavar="{tracker,detector}")
+    _add_bench_tracker(what)
+    _add_bench_detector(what)
+
+
+def _add_bench_tracker(what: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = what.add_parser("tracker", help="SORT on MOT15: MOTA/IDF1 and speed against a PyPI SORT")
+    p.set_defaults(handler=_cmd_bench_tracker)
+
+
+def _cmd_bench_tracker(args: argparse.Namespace) -> int:
+    raise EdgepipeError("edgepipe bench tracker is not built yet")
+
+
+def _add_bench_detector(what: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = what.add_parser("detector", help="detector FPS against OpenVINO's own throughput; COCO mAP")
+    p.set_defaults(handler=_cmd_bench_detector)
+
+
+def _cmd_bench_detector(args: argparse.Namespace) -> int:
+    raise EdgepipeError("edgepipe bench detector is not built yet")
+
+
+# ---------------------------------------------------------------- models (issue 2)
+def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("models", help="list known models; fetch one into models/")
+    what = p.add_subparsers(dest="models_action", required=True, metavar="{list,fetch}")
+    lst = what.add_parser("list", help="list the models in the manifest and whether they are present")
+    lst.set_defaults(handler=_cmd_models_list)
+    fetch = what.add_parser("fetch", help="copy or download a model, verify its sha256, place it in models/")
+    fetch.add_argument("name")
+    fetch.add_argument("--from", dest="from_dir", metavar="DIR", help="copy from this folder instead of downloading")
+    fetch.add_argument("--dest", metavar="DIR", help="target folder (default: models/ of this checkout)")
+    fetch.set_defaults(handler=_cmd_models_fetch)
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from edgepipe.models import list_command
+
+    return list_command(args)
+
+
+def _cmd_models_fetch(args: argparse.Namespace) -> int:
+    from edgepipe.models import fetch_command
+
+    return fetch_command(args)
+
+
+# ---------------------------------------------------------------- export (issue 6)
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("export", help="NanoDet-Plus checkpoint → ONNX → OpenVINO IR (FP16, optional INT8)")
+    p.set_defaults(handler=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    raise EdgepipeError("edgepipe export is not built yet")
+
+
+# ---------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgepipe",
+        description="Edge video analytics: detect (NanoDet-Plus/OpenVINO) → track (SORT) → events → MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgepipe {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_run, _add_check, _add_detect, _add_track, _add_bench, _add_models, _add_export):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except EdgepipeError as error:
+        print(f"edgepipe: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130

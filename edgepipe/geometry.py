@@ -1,0 +1,124 @@
+"""Box and plane geometry shared by the stages: IoU, box ↔ Kalman state, reference points,
+segments, polygons and class-aware NMS. Pure numpy, vectorised over boxes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+ReferencePoint = Literal["bottom_center", "center", "top_center"]
+
+FloatArray = NDArray[np.floating]
+
+
+def box_iou(boxes_a: FloatArray, boxes_b: FloatArray) -> NDArray[np.float64]:
+    """IoU of every pair: `boxes_a` shape (N, 4), `boxes_b` shape (M, 4), both xyxy → (N, M)."""
+    a = np.asarray(boxes_a, np.float64)[:, None, :]
+    b = np.asarray(boxes_b, np.float64)[None, :, :]
+    inter_w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    inter_h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = inter_w * inter_h
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a + area_b - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return iou
+
+
+def xyxy_to_cxcysr(xyxy: FloatArray) -> NDArray[np.float64]:
+    """(N, 4) xyxy → (N, 4) [cx, cy, s, r]: centre, area s = w·h and aspect ratio r = w / h (SORT)."""
+    xyxy = np.asarray(xyxy, np.float64)
+    w = xyxy[:, 2] - xyxy[:, 0]
+    h = xyxy[:, 3] - xyxy[:, 1]
+    return np.stack([xyxy[:, 0] + w / 2, xyxy[:, 1] + h / 2, w * h, w / h], axis=1)
+
+
+def cxcysr_to_xyxy(cxcysr: FloatArray) -> NDArray[np.float64]:
+    """(N, 4) [cx, cy, s, r] → (N, 4) xyxy; a negative area (possible after prediction) gives w = h = 0."""
+    cxcysr = np.asarray(cxcysr, np.float64)
+    area = np.clip(cxcysr[:, 2], 0, None)
+    ratio = np.clip(cxcysr[:, 3], 1e-9, None)
+    w = np.sqrt(area * ratio)
+    h = np.divide(area, w, out=np.zeros_like(w), where=w > 0)
+    cx, cy = cxcysr[:, 0], cxcysr[:, 1]
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+
+def reference_points(xyxy: FloatArray, where: ReferencePoint = "bottom_center") -> NDArray[np.float64]:
+    """(N, 4) xyxy → (N, 2) the point of each box that rules test (feet by default)."""
+    xyxy = np.asarray(xyxy, np.float64)
+    cx = (xyxy[:, 0] + xyxy[:, 2]) / 2
+    if where == "bottom_center":
+        y = xyxy[:, 3]
+    elif where == "center":
+        y = (xyxy[:, 1] + xyxy[:, 3]) / 2
+    else:
+        y = xyxy[:, 1]
+    return np.stack([cx, y], axis=1)
+
+
+def signed_distance_to_line(points: FloatArray, start: FloatArray, end: FloatArray) -> NDArray[np.float64]:
+    """(N, 2) points → (N,) signed distance in pixels to the infinite line start→end.
+
+    Positive is to the left of start→end in image coordinates (y down), i.e. the side a
+    clockwise turn from the direction start→end would not reach."""
+    points = np.asarray(points, np.float64)
+    start = np.asarray(start, np.float64)
+    direction = np.asarray(end, np.float64) - start
+    length = float(np.hypot(direction[0], direction[1]))
+    rel = points - start
+    return (direction[0] * rel[:, 1] - direction[1] * rel[:, 0]) / length
+
+
+def projection_on_segment(points: FloatArray, start: FloatArray, end: FloatArray) -> NDArray[np.float64]:
+    """(N, 2) points → (N,) position of their projection along start→end: 0 at start, 1 at end."""
+    points = np.asarray(points, np.float64)
+    start = np.asarray(start, np.float64)
+    direction = np.asarray(end, np.float64) - start
+    return ((points - start) @ direction) / float(direction @ direction)
+
+
+def points_in_polygon(points: FloatArray, polygon: FloatArray) -> NDArray[np.bool_]:
+    """(N, 2) points, (K, 2) polygon vertices (any simple polygon, concave allowed) → (N,) inside.
+
+    Even-odd ray casting, vectorised over points and edges."""
+    points = np.asarray(points, np.float64)
+    poly = np.asarray(polygon, np.float64)
+    x, y = points[:, 0:1], points[:, 1:2]  # (N, 1)
+    x1, y1 = poly[:, 0], poly[:, 1]  # (K,)
+    x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
+    straddles = (y1 > y) != (y2 > y)  # (N, K)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_cross = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+    crossings = straddles & (x < x_cross)
+    return np.asarray(np.count_nonzero(crossings, axis=1) % 2 == 1)
+
+
+def nms(xyxy: FloatArray, score: FloatArray, class_id: NDArray[np.integer], iou_threshold: float) -> NDArray[np.intp]:
+    """Class-aware non-maximum suppression → indices kept, highest score first.
+
+    Boxes of different classes never suppress each other: each class is shifted by an offset
+    larger than any coordinate, then one greedy pass runs over all boxes (the batched-NMS trick)."""
+    if len(xyxy) == 0:
+        return np.empty(0, np.intp)
+    boxes = np.asarray(xyxy, np.float64)
+    offset = (boxes.max() + 1.0) * np.asarray(class_id, np.float64)
+    shifted = boxes + offset[:, None]
+    order = np.argsort(-np.asarray(score), kind="stable")
+    areas = (shifted[:, 2] - shifted[:, 0]) * (shifted[:, 3] - shifted[:, 1])
+    keep: list[int] = []
+    while order.size:
+        best = int(order[0])
+        keep.append(best)
+        rest = order[1:]
+        xx1 = np.maximum(shifted[best, 0], shifted[rest, 0])
+        yy1 = np.maximum(shifted[best, 1], shifted[rest, 1])
+        xx2 = np.minimum(shifted[best, 2], shifted[rest, 2])
+        yy2 = np.minimum(shifted[best, 3], shifted[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        iou = inter / (areas[best] + areas[rest] - inter + 1e-12)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, np.intp)

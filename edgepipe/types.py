@@ -1,0 +1,122 @@
+"""Values that flow between stages: Frame → Detections → Tracks → Event."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+EVENT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # eq on arrays is ambiguous; compare fields in tests
+class Frame:
+    """One decoded image and when it was taken."""
+
+    image: NDArray[np.uint8]  # (H, W, 3) BGR
+    index: int  # 0-based position in its source
+    timestamp: float  # capture time, seconds since the epoch (UTC)
+    source_time: float | None  # container time in seconds; None for live sources
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Detections:
+    """Boxes found in one frame, as parallel arrays (struct of arrays)."""
+
+    xyxy: NDArray[np.float32]  # (N, 4) pixels of the original frame
+    score: NDArray[np.float32]  # (N,)
+    class_id: NDArray[np.int32]  # (N,)
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        if self.xyxy.shape != (n, 4) or self.score.shape != (n,) or self.class_id.shape != (n,):
+            raise ValueError(
+                f"Detections arrays disagree: xyxy {self.xyxy.shape}, "
+                f"score {self.score.shape}, class_id {self.class_id.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, keep: NDArray[np.bool_] | NDArray[np.intp] | slice) -> Detections:
+        return Detections(self.xyxy[keep], self.score[keep], self.class_id[keep])
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.empty((0, 4), np.float32), np.empty(0, np.float32), np.empty(0, np.int32))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Tracks:
+    """Confirmed tracks after one tracker update."""
+
+    xyxy: NDArray[np.float32]  # (N, 4) filtered boxes
+    score: NDArray[np.float32]  # (N,) score of the last matched detection
+    class_id: NDArray[np.int32]  # (N,)
+    track_id: NDArray[np.int64]  # (N,) unique within one pipeline run
+    detection_index: NDArray[np.intp]  # (N,) row in this frame's Detections, -1 if coasting
+    ended: NDArray[np.int64]  # ids that ended this frame; rules drop their state
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        shapes = (self.score.shape, self.class_id.shape, self.track_id.shape, self.detection_index.shape)
+        if self.xyxy.shape != (n, 4) or any(s != (n,) for s in shapes) or self.ended.ndim != 1:
+            raise ValueError(
+                f"Tracks arrays disagree: xyxy {self.xyxy.shape}, score {self.score.shape}, "
+                f"class_id {self.class_id.shape}, track_id {self.track_id.shape}, "
+                f"detection_index {self.detection_index.shape}, ended {self.ended.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls, ended: NDArray[np.int64] | None = None) -> Tracks:
+        return cls(
+            np.empty((0, 4), np.float32),
+            np.empty(0, np.float32),
+            np.empty(0, np.int32),
+            np.empty(0, np.int64),
+            np.empty(0, np.intp),
+            np.empty(0, np.int64) if ended is None else ended,
+        )
+
+
+def utc_iso(timestamp: float) -> str:
+    """ISO 8601 UTC with milliseconds, e.g. 2026-11-24T10:36:10.123Z."""
+    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something a rule saw happen; its JSON form is the public MQTT payload (schema 1)."""
+
+    type: str  # line_cross | zone_enter | zone_exit | zone_loiter | ...
+    pipeline: str
+    rule: str
+    track_id: int
+    label: str
+    score: float
+    bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+    frame: int
+    ts: float  # seconds since the epoch (UTC); serialised as ISO 8601
+    direction: str | None = None  # "in" / "out" for line_cross
+    dwell_s: float | None = None  # time inside, for zone_exit and zone_loiter
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)  # made once, where the event is created
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["schema"] = EVENT_SCHEMA_VERSION
+        payload["ts"] = utc_iso(self.ts)
+        payload["bbox"] = [round(float(v), 1) for v in self.bbox]
+        payload["score"] = round(float(self.score), 4)
+        return {k: v for k, v in payload.items() if v is not None}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
