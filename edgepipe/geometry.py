@@ -63,8 +63,8 @@ def reference_points(xyxy: FloatArray, where: ReferencePoint = "bottom_center") 
 def signed_distance_to_line(points: FloatArray, start: FloatArray, end: FloatArray) -> NDArray[np.float64]:
     """(N, 2) points → (N,) signed distance in pixels to the infinite line start→end.
 
-    Positive is to the left of start→end in image coordinates (y down), i.e. the side a
-    clockwise turn from the direction start→end would not reach."""
+    Positive on the right-hand side of start→end as seen on screen (image y grows downwards):
+    for a line drawn left to right, points below it are positive."""
     points = np.asarray(points, np.float64)
     start = np.asarray(start, np.float64)
     direction = np.asarray(end, np.float64) - start

@@ -25,3 +25,7 @@ def shared_models(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def shared_data(shared_dir: Path) -> Path:
     return shared_dir / "data"
+
+
+# Area fixtures (broker, RTSP server, compiled models), each in its own module.
+pytest_plugins = ["tests.fixtures.mqtt", "tests.fixtures.rtsp", "tests.fixtures.model"]
