@@ -1,0 +1,281 @@
+"""Where a model runs: read IR/ONNX, fold preprocessing into it, compile for a device, infer async.
+
+Knows nothing about GFL or NanoDet: it turns a raw BGR uint8 frame into the model's output array.
+Resize, layout, channel order and mean/std become part of the compiled model (PrePostProcessor),
+so Python hands over the frame as decoded. `ModelPool` keeps one `ov.Core` and one compiled model
+per (path, device, precision, hint, preprocessing) for the whole process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edgepipe.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["auto", "f32", "bf16", "f16"]
+PerformanceHint = Literal["throughput", "latency"]
+PRECISIONS: tuple[str, ...] = ("auto", "f32", "bf16", "f16")
+HINTS: tuple[str, ...] = ("throughput", "latency")
+# Measured on this 2-core AVX512-BF16 EPYC (see bench/detector.py): bf16 gave no speed-up here for
+# NanoDet-Plus and moves scores and boxes, so "auto" means exact f32.
+AUTO_PRECISION = "f32"
+MODEL_SUFFIXES = (".xml", ".onnx")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Preprocess:
+    """What the compiled model does to a raw BGR uint8 NHWC frame before the network sees it."""
+
+    layout: Literal["NCHW", "NHWC"]  # the network input's layout
+    normalize: bool  # float network: convert to f32, subtract mean_bgr, divide by std_bgr
+    mean_bgr: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std_bgr: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    rgb: bool = False  # the network wants RGB order: reverse the channels
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShapes:
+    """The network's own input and outputs, as read from the file (before preprocessing)."""
+
+    input_shape: tuple[int, ...]
+    input_type: str  # "f32", "f16", "u8", ...
+    output_shapes: tuple[tuple[int, ...], ...]
+    rt_info: dict[str, str]  # rt_info["model_info"] entries, empty if none
+
+
+def _resolve_device(core: Any, device: str) -> str:
+    """Check that the device (or every device in AUTO:/MULTI:/HETERO: lists) exists here."""
+    available = list(core.available_devices)
+    base, _, listed = device.partition(":")
+    wanted = [d for d in listed.split(",") if d] if base in ("AUTO", "MULTI", "HETERO") else [device]
+    if base == "AUTO" and not wanted:
+        return device
+    for name in wanted:
+        if name not in available and name.split(".")[0] not in {a.split(".")[0] for a in available}:
+            raise ConfigError(
+                f"device {name!r} is not available on this machine; available: "
+                f"{', '.join(available) or 'none'} (or AUTO). Set device to one of them."
+            )
+    return device
+
+
+def _compile_config(device: str, precision: str, hint: str) -> dict[str, str]:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if hint not in HINTS:
+        raise ConfigError(f"performance_hint {hint!r} is not one of {', '.join(HINTS)}")
+    config = {"PERFORMANCE_HINT": hint.upper()}
+    resolved = AUTO_PRECISION if precision == "auto" else precision
+    if device.split(".")[0] in ("CPU", "GPU"):  # AUTO/NPU reject or ignore this key
+        config["INFERENCE_PRECISION_HINT"] = resolved
+    return config
+
+
+def _rt_model_info(model: Any) -> dict[str, str]:
+    if not model.has_rt_info(["model_info"]):
+        return {}
+    info = model.get_rt_info(["model_info"])
+    try:
+        items = info.astype(dict) if hasattr(info, "astype") else dict(info)
+    except Exception:  # an rt_info node that is not a map: ignore it like an absent one
+        return {}
+    return {str(k): str(v.astype(str) if hasattr(v, "astype") else v) for k, v in items.items()}
+
+
+class ModelPool:
+    """One `ov.Core` and its compiled models, shared by every pipeline of a process."""
+
+    def __init__(self) -> None:
+        self._core: Any = None
+        self._read: dict[Path, Any] = {}
+        self._compiled: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def core(self) -> Any:
+        if self._core is None:
+            import openvino as ov
+
+            self._core = ov.Core()
+        return self._core
+
+    def available_devices(self) -> list[str]:
+        return list(self.core.available_devices)
+
+    def read(self, path: Path) -> Any:
+        """The ov.Model of a file, read once; a missing or unreadable file is a ModelError."""
+        path = Path(path)
+        with self._lock:
+            if path not in self._read:
+                self._read[path] = self._read_file(path)
+            return self._read[path]
+
+    def _read_file(self, path: Path) -> Any:
+        if not path.is_file():
+            raise ModelError(f"model file {path} does not exist: give an OpenVINO IR (.xml) or ONNX path")
+        if path.suffix not in MODEL_SUFFIXES:
+            raise ModelError(f"model file {path} is not .xml (OpenVINO IR) or .onnx")
+        if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+            raise ModelError(
+                f"model file {path} has no weights file {path.with_suffix('.bin').name} beside it"
+            )
+        try:
+            return self.core.read_model(str(path))
+        except Exception as error:  # OpenVINO raises RuntimeError with a multi-line C++ trace
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelError(
+                f"cannot read model {path}: {first}. Is it a complete OpenVINO IR (.xml + .bin) or ONNX file?"
+            ) from None
+
+    def shapes(self, path: Path) -> ModelShapes:
+        model = self.read(path)
+        if len(model.inputs) != 1:
+            raise ModelError(f"{path}: expected 1 input, found {len(model.inputs)}")
+        inp = model.inputs[0]
+        if inp.get_partial_shape().is_dynamic:
+            raise ModelError(
+                f"{path}: input shape {inp.get_partial_shape()} is dynamic; export with a fixed size"
+            )
+        return ModelShapes(
+            input_shape=tuple(int(d) for d in inp.get_shape()),
+            input_type=inp.get_element_type().get_type_name(),
+            output_shapes=tuple(
+                tuple(int(d) for d in o.get_partial_shape().get_min_shape()) for o in model.outputs
+            ),
+            rt_info=_rt_model_info(model),
+        )
+
+    def compile(
+        self, path: Path, preprocess: Preprocess, *, device: str, precision: str, performance_hint: str
+    ) -> Any:
+        """The compiled model for these settings, built on first use and then shared."""
+        path = Path(path)
+        config = _compile_config(device, precision, performance_hint)
+        key = (path.resolve(), device, config.get("INFERENCE_PRECISION_HINT"), performance_hint, preprocess)
+        model = self.read(path)
+        with self._lock:
+            if key not in self._compiled:
+                _resolve_device(self.core, device)
+                with_pre = _add_preprocessing(model.clone(), preprocess)
+                try:
+                    self._compiled[key] = self.core.compile_model(with_pre, device, config)
+                except Exception as error:
+                    first = str(error).strip().splitlines()[0]
+                    raise ConfigError(f"cannot compile {path} for {device} with {config}: {first}") from None
+                log.info("compiled %s for %s with %s", path.name, device, config)
+            return self._compiled[key]
+
+
+def _add_preprocessing(model: Any, pre: Preprocess) -> Any:
+    """Resize (any frame size), BGR→RGB if wanted, u8→f32 and mean/std, NHWC→layout, inside the model."""
+    from openvino import Layout, Type
+    from openvino.preprocess import ColorFormat, PrePostProcessor, ResizeAlgorithm
+
+    ppp = PrePostProcessor(model)
+    tensor = ppp.input().tensor()
+    tensor.set_element_type(Type.u8).set_layout(Layout("NHWC")).set_spatial_dynamic_shape()
+    tensor.set_color_format(ColorFormat.BGR)
+    steps = ppp.input().preprocess()
+    # resize first, on u8: as cheap as possible, and the same order as cv2.resize then normalise
+    steps.resize(ResizeAlgorithm.RESIZE_LINEAR)
+    if pre.rgb:
+        steps.convert_color(ColorFormat.RGB)
+    if pre.normalize:
+        steps.convert_element_type(Type.f32).mean(list(pre.mean_bgr)).scale(list(pre.std_bgr))
+    ppp.input().model().set_layout(Layout(pre.layout))
+    return ppp.build()
+
+
+def check_image(image: NDArray[np.uint8], where: str) -> NDArray[np.uint8]:
+    """A (H, W, 3) uint8 BGR image → (1, H, W, 3) C-contiguous; anything else is a ValueError."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{where}: image must be a numpy array, got {type(image).__name__}")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        raise ValueError(f"{where}: image is grayscale {image.shape}; convert it to BGR (H, W, 3)")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{where}: image has shape {image.shape}; expected BGR (H, W, 3) with 3 channels")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{where}: image is empty (size {image.shape[1]}x{image.shape[0]})")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{where}: image dtype is {image.dtype}; expected uint8")
+    return np.ascontiguousarray(image)[None]  # (1, H, W, 3): the batch axis the model input has
+
+
+def infer_one(request: Any, image: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """Synchronous inference on one BGR frame with an infer request → a copy of the first output."""
+    request.infer({0: image})
+    return np.array(request.get_output_tensor(0).data, copy=True)
+
+
+def infer_stream(
+    compiled: Any, items: Iterable[T], image_of: Any, in_flight: int
+) -> Iterator[tuple[T, NDArray[np.float32]]]:
+    """Run `image_of(item)` through `in_flight` async requests; yield (item, output) in input order.
+
+    The completion callback only copies the output (or records the error); errors are re-raised
+    here, on the caller's thread. When `items` ends, the requests in flight are drained."""
+    from openvino import AsyncInferQueue
+
+    queue = AsyncInferQueue(compiled, in_flight)
+    done: dict[int, NDArray[np.float32] | BaseException] = {}
+    ready = threading.Condition()
+
+    def on_done(request: Any, seq: int) -> None:
+        try:
+            result: NDArray[np.float32] | BaseException = np.array(
+                request.get_output_tensor(0).data, copy=True
+            )
+        except BaseException as error:  # re-raised on the caller's thread
+            result = error
+        with ready:
+            done[seq] = result
+            ready.notify()
+
+    queue.set_callback(on_done)
+    pending: deque[tuple[int, T, NDArray[np.uint8]]] = deque()
+
+    def take_head(block: bool) -> tuple[T, NDArray[np.float32]] | None:
+        seq, item, _ = pending[0]
+        with ready:
+            if block:
+                ready.wait_for(lambda: seq in done)
+            elif seq not in done:
+                return None
+            result = done.pop(seq)
+        pending.popleft()
+        if isinstance(result, BaseException):
+            raise result
+        return item, result
+
+    try:
+        for seq, item in enumerate(items):
+            image = image_of(item)
+            # start_async blocks until a request is free; the image outlives its request (held in
+            # `pending`), so the input tensor can share its memory instead of copying it
+            queue.start_async({0: image}, seq, share_inputs=True)
+            pending.append((seq, item, image))
+            while pending:
+                head = take_head(block=len(pending) > in_flight)
+                if head is None:
+                    break
+                yield head
+        queue.wait_all()
+        while pending:
+            head = take_head(block=True)
+            assert head is not None
+            yield head
+    finally:
+        queue.wait_all()  # never leave requests running on frames the caller may free
