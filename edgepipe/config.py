@@ -1,0 +1,537 @@
+"""Pipeline configuration: pydantic models of a pipeline YAML and `load_pipeline(path)`.
+
+Every problem is reported as `FILE:LINE: field.path: what is wrong`, all of them at once, in one
+ConfigError. Relative paths in the file are relative to the file's own folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from edgepipe.errors import ConfigError
+
+Point = tuple[float, float]
+ReferencePointName = Literal["bottom_center", "center", "top_center"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
+# ---------------------------------------------------------------- sources
+class FileSourceConfig(Model):
+    """A video file; every frame is processed."""
+
+    type: Literal["file"]
+    path: Path = Field(description="video file (relative to this YAML file)")
+    loop: bool = Field(False, description="start again at the end instead of ending the run")
+    realtime: bool = Field(False, description="pace frames at the file's fps, like a live camera")
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: Path, info: ValidationInfo) -> Path:
+        path = _resolve(value, info)
+        if not path.is_file():
+            raise ValueError(f"video file {path} does not exist")
+        return path
+
+
+class ImageFolderSourceConfig(Model):
+    """A folder of images, read in name order."""
+
+    type: Literal["images"]
+    path: Path = Field(description="folder of .jpg/.png files (relative to this YAML file)")
+    fps: float = Field(10.0, gt=0, le=1000, description="frame rate the images were taken at")
+    loop: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: Path, info: ValidationInfo) -> Path:
+        path = _resolve(value, info)
+        if not path.is_dir():
+            raise ValueError(f"image folder {path} does not exist")
+        return path
+
+
+class CameraSourceConfig(Model):
+    """A USB (V4L2) camera."""
+
+    type: Literal["camera"]
+    device: int | str = Field(0, description="camera index or /dev/videoN")
+    width: int | None = Field(None, gt=0, le=8192)
+    height: int | None = Field(None, gt=0, le=8192)
+    fps: float | None = Field(None, gt=0, le=1000)
+    reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="first retry delay")
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="retry delay cap")
+
+
+class RtspSourceConfig(Model):
+    """An RTSP or HTTP stream (OpenCV's FFmpeg backend)."""
+
+    type: Literal["rtsp"]
+    url: str = Field(pattern=r"^(rtsps?|https?)://", description="rtsp://, rtsps://, http:// or https:// URL")
+    transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: float = Field(10.0, gt=0, le=300, description="give up one opening attempt after this long")
+    read_timeout_s: float = Field(5.0, gt=0, le=300, description="reconnect when no frame came for this long")
+    reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="first retry delay")
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="retry delay cap")
+
+
+SourceConfig = Annotated[
+    Union[FileSourceConfig, ImageFolderSourceConfig, CameraSourceConfig, RtspSourceConfig],
+    Field(discriminator="type"),
+]
+
+
+# ---------------------------------------------------------------- detector and tracker
+class DetectorConfig(Model):
+    """NanoDet-Plus on OpenVINO. Labels, input size and reg_max come from the model itself."""
+
+    model: Path = Field(description="OpenVINO IR .xml (with its .bin) or .onnx, relative to this YAML file")
+    device: str = Field("CPU", pattern=r"^(CPU|GPU(\.\d+)?|NPU|AUTO(:.+)?)$", description="OpenVINO device")
+    precision: Literal["auto", "f32", "bf16", "f16"] = Field("auto", description="inference precision hint")
+    performance_hint: Literal["throughput", "latency"] = "throughput"
+    in_flight: int | None = Field(None, ge=1, le=16, description="inference requests in flight (default: measured)")
+    threshold: float = Field(0.4, ge=0, le=1, description="minimum class score")
+    nms_iou: float = Field(0.5, gt=0, le=1, description="IoU above which a lower-scored box of the same class is dropped")
+    classes: list[str] | None = Field(None, min_length=1, description="label names to keep, e.g. [person]")
+    min_box_area: float = Field(0.0, ge=0, description="drop boxes smaller than this many pixels")
+    roi: tuple[float, float, float, float] | None = Field(
+        None, description="[x1, y1, x2, y2]: keep boxes whose centre lies inside"
+    )
+    max_detections: int = Field(100, ge=1, le=10000)
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, value: Path, info: ValidationInfo) -> Path:
+        path = _resolve(value, info)
+        if path.suffix not in (".xml", ".onnx"):
+            raise ValueError(f"model must be an OpenVINO .xml or an .onnx file, got {path.name}")
+        if not path.is_file():
+            raise ValueError(f"model file {path} does not exist (see `edgepipe models list`)")
+        if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+            raise ValueError(f"weights {path.with_suffix('.bin')} are missing next to {path.name}")
+        return path
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_order(cls, value: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+        if value is not None and (value[2] <= value[0] or value[3] <= value[1]):
+            raise ValueError(f"roi {list(value)} must be [x1, y1, x2, y2] with x2 > x1 and y2 > y1")
+        return value
+
+
+class TrackerConfig(Model):
+    """SORT parameters, named as in the paper."""
+
+    max_age: int = Field(1, ge=0, le=1000, description="frames a track may go unmatched before it ends")
+    min_hits: int = Field(3, ge=1, le=1000, description="matches before a track is reported")
+    iou_threshold: float = Field(0.3, gt=0, le=1, description="minimum IoU for a detection to match a track")
+    match_classes: bool = Field(False, description="only match detections of the track's class")
+
+
+# ---------------------------------------------------------------- rules
+def _check_points(points: list[Point], what: str, minimum: int) -> list[Point]:
+    if len(points) < minimum:
+        raise ValueError(f"{what} needs at least {minimum} points [x, y], got {len(points)}")
+    return points
+
+
+class LineRuleConfig(Model):
+    """Counts tracks crossing a segment: direction 'in' when they move into `in_side`."""
+
+    type: Literal["line"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="rule name used in events and topics")
+    points: list[Point] = Field(description="[[x1, y1], [x2, y2]] in frame pixels")
+    in_side: Literal["left", "right"] = Field(
+        "right", description="side of the segment, walking from the first to the second point, that is 'in'"
+    )
+    reference_point: ReferencePointName = "bottom_center"
+    hysteresis_px: float = Field(10.0, ge=0, le=1000, description="distance past the line needed to count")
+    classes: list[str] | None = Field(None, min_length=1, description="label names this rule counts")
+
+    @field_validator("points")
+    @classmethod
+    def _two_points(cls, value: list[Point]) -> list[Point]:
+        _check_points(value, "a line", 2)
+        if len(value) != 2:
+            raise ValueError(f"a line is exactly 2 points [x, y], got {len(value)}")
+        if value[0] == value[1]:
+            raise ValueError("the two points of a line must differ")
+        return value
+
+
+class ZoneRuleConfig(Model):
+    """A polygon: zone_enter / zone_exit (with dwell time) and optional loitering events."""
+
+    type: Literal["zone"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="rule name used in events and topics")
+    polygon: list[Point] = Field(description="[[x, y], ...] at least 3 points, in frame pixels")
+    reference_point: ReferencePointName = "bottom_center"
+    loiter_s: float | None = Field(None, gt=0, description="emit zone_loiter after this long inside")
+    classes: list[str] | None = Field(None, min_length=1, description="label names this rule watches")
+
+    @field_validator("polygon")
+    @classmethod
+    def _three_points(cls, value: list[Point]) -> list[Point]:
+        return _check_points(value, "a zone polygon", 3)
+
+
+RuleConfig = Annotated[Union[LineRuleConfig, ZoneRuleConfig], Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------- outputs
+class TlsConfig(Model):
+    ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate")
+    cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    key_file: Path | None = Field(None, description="client key (mutual TLS)")
+    insecure: bool = Field(False, description="skip the host name check (testing only)")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        if not path.is_file():
+            raise ValueError(f"file {path} does not exist")
+        return path
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: give both or neither")
+        return self
+
+
+class OutboxConfig(Model):
+    path: Path | None = Field(
+        None, description="SQLite file of undelivered messages (default: $STATE_DIRECTORY or ./state)"
+    )
+    max_messages: int = Field(100_000, ge=100, description="oldest messages are dropped (with a warning) past this")
+    max_age_s: float = Field(7 * 24 * 3600, gt=0, description="messages older than this are dropped (with a warning)")
+
+
+class MqttConfig(Model):
+    host: str = Field(min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str | None = Field(None, description="default: edgepipe-<pipeline>")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    qos: Literal[0, 1, 2] = 1
+    topic_prefix: str = Field("edgepipe", pattern=r"^[^#+]+$", description="topics are <prefix>/<pipeline>/...")
+    username: str | None = None
+    password_file: Path | None = Field(None, description="file whose first line is the password")
+    password_env: str | None = Field(None, description="environment variable holding the password")
+    tls: TlsConfig | None = None
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError("inline 'password' is not accepted: use password_file or password_env")
+        return data
+
+    @field_validator("password_file")
+    @classmethod
+    def _password_file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        if not path.is_file():
+            raise ValueError(f"password file {path} does not exist")
+        return path
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttConfig:
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("give password_file or password_env, not both")
+        if (self.password_file is not None or self.password_env is not None) and self.username is None:
+            raise ValueError("a password needs a username")
+        return self
+
+    def password(self) -> SecretStr | None:
+        """Read the password where the config says it is; called when the client is built."""
+        if self.password_file is not None:
+            try:
+                lines = self.password_file.read_text(encoding="utf-8").splitlines()
+            except OSError as error:
+                raise ConfigError(f"cannot read MQTT password file {self.password_file}: {error.strerror}") from None
+            return SecretStr(lines[0] if lines else "")
+        if self.password_env is not None:
+            if self.password_env not in os.environ:
+                raise ConfigError(f"MQTT password variable {self.password_env} is not set")
+            return SecretStr(os.environ[self.password_env])
+        return None
+
+
+class JsonlConfig(Model):
+    path: str = Field(min_length=1, description="file to append events to, or '-' for stdout")
+
+
+class OutputsConfig(Model):
+    mqtt: MqttConfig | None = None
+    jsonl: JsonlConfig | None = None
+
+
+# ---------------------------------------------------------------- the pipeline
+class PipelineConfig(Model):
+    """One camera: source → detector → tracker → rules → outputs."""
+
+    name: str = Field(pattern=r"^[a-z0-9_-]+$", description="lower-case name; used in topics and events")
+    source: SourceConfig
+    detector: DetectorConfig
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    status_interval_s: float = Field(10.0, gt=0, le=3600, description="how often stats go to the status topic")
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> PipelineConfig:
+        names = [rule.name for rule in self.rules]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"rule names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+
+# ---------------------------------------------------------------- loading with file:line errors
+def load_pipeline(path: str | Path) -> PipelineConfig:
+    """Parse and validate one pipeline file; every problem is reported in one ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read pipeline file: {error.strerror}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = error.problem or error.context or "invalid YAML"
+        raise ConfigError(f"{path}{line}: YAML syntax error: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: a pipeline file must be a mapping with name, source, detector, ...")
+    try:
+        return PipelineConfig.model_validate(data, context={"base_dir": path.parent})
+    except ValidationError as error:
+        lines = [_describe(path, root, item) for item in error.errors(include_url=False)]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _describe(path: Path, root: yaml.Node | None, item: Any) -> str:
+    loc: tuple[Any, ...] = tuple(item["loc"])
+    yaml_loc, line = _locate(root, loc)
+    field = _dotted(yaml_loc) or "(top level)"
+    return f"{path}:{line}: {field}: {_message(item, yaml_loc)}"
+
+
+def _locate(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], int]:
+    """Follow `loc` through the YAML tree; skip entries that are not YAML keys (union tags)."""
+    node = root
+    line = 1 if root is None else root.start_mark.line + 1
+    found: list[Any] = []
+    for key in loc:
+        child = _child(node, key)
+        if child is None:
+            if isinstance(key, str) and not _has_key(node, key) and _is_union_tag(node, key):
+                continue  # a discriminator tag such as 'rtsp' in ('source', 'rtsp', 'url')
+            found.append(key)
+            break
+        key_node, node = child
+        found.append(key)
+        line = (key_node or node).start_mark.line + 1
+    return tuple(found), line
+
+
+def _child(node: yaml.Node | None, key: Any) -> tuple[yaml.Node | None, yaml.Node] | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if key_node.value == key:
+                return key_node, value_node
+    if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+        return None, node.value[key]
+    return None
+
+
+def _has_key(node: yaml.Node | None, key: str) -> bool:
+    return _child(node, key) is not None
+
+
+def _is_union_tag(node: yaml.Node | None, key: str) -> bool:
+    tag = _child(node, "type")
+    return tag is not None and tag[1].value == key
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for key in loc:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text
+
+
+def _message(item: Any, yaml_loc: tuple[Any, ...]) -> str:
+    kind, value, ctx = item["type"], item.get("input"), item.get("ctx") or {}
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(yaml_loc[:-1], item)
+        hint = difflib.get_close_matches(str(yaml_loc[-1]), allowed, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return f"unknown key{suggestion}; allowed: {', '.join(allowed)}" if allowed else "unknown key"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bounds = _bounds(yaml_loc)
+        if bounds is not None:
+            return f"{value!r} is not between {bounds[0]} and {bounds[1]}"
+        return f"{value!r}: {item['msg'].lower()}"
+    if kind == "value_error":
+        return str(ctx.get("error", item["msg"]))
+    if kind == "string_pattern_mismatch":
+        return f"{value!r} does not match the pattern {ctx.get('pattern')}"
+    if kind == "union_tag_invalid":
+        return f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"'type' is required: one of {', '.join(repr(t) for t in _union_tags(yaml_loc))}"
+    if isinstance(value, (dict, list)):
+        return str(item["msg"])
+    return f"{value!r}: {item['msg'][0].lower()}{item['msg'][1:]}"
+
+
+# ---------------------------------------------------------------- schema walking for messages
+def _walk_schema(loc: tuple[Any, ...]) -> Iterator[Any]:
+    """Yield the annotation at each step of a YAML location, starting at PipelineConfig."""
+    current: Any = PipelineConfig
+    yield current
+    for key in loc:
+        current = _step(current, key)
+        if current is None:
+            return
+        yield current
+
+
+def _step(annotation: Any, key: Any) -> Any:
+    annotation = _strip(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(key)
+        return None if field is None else field
+    if typing.get_origin(annotation) in (list, tuple) and isinstance(key, int):
+        return typing.get_args(annotation)[0]
+    return None
+
+
+def _strip(annotation: Any) -> Any:
+    from pydantic.fields import FieldInfo
+
+    if isinstance(annotation, FieldInfo):
+        annotation = annotation.annotation
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return _strip(members[0])
+    return annotation
+
+
+def _union_members(annotation: Any) -> list[type[BaseModel]]:
+    annotation = _strip(annotation)
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return [annotation] if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
+
+
+def _union_tags(loc: tuple[Any, ...]) -> list[str]:
+    steps = list(_walk_schema(loc))
+    if len(steps) != len(loc) + 1:
+        return []
+    tags = []
+    for member in _union_members(steps[-1]):
+        tag = member.model_fields.get("type")
+        if tag is not None:
+            tags.extend(str(t) for t in typing.get_args(tag.annotation))
+    return tags
+
+
+def _allowed_keys(parent_loc: tuple[Any, ...], item: Any) -> list[str]:
+    steps = list(_walk_schema(parent_loc))
+    if len(steps) != len(parent_loc) + 1:
+        return []
+    members = _union_members(steps[-1])
+    if len(members) > 1:  # a tagged union: the item's loc names the tag that was chosen
+        chosen = [m for m in members if _tag_of(m) in item["loc"]]
+        members = chosen or members
+    keys: list[str] = []
+    for member in members:
+        keys.extend(k for k in member.model_fields if k not in keys)
+    return keys
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    tag = model.model_fields.get("type")
+    args = typing.get_args(tag.annotation) if tag is not None else ()
+    return str(args[0]) if args else None
+
+
+def _bounds(loc: tuple[Any, ...]) -> tuple[float, float] | None:
+    """(lower, upper) of a numeric field when both are declared, for 'x is not between a and b'."""
+    from pydantic.fields import FieldInfo
+
+    parent_steps = list(_walk_schema(loc[:-1]))
+    if len(parent_steps) != len(loc):
+        return None
+    lower = upper = None
+    for member in _union_members(parent_steps[-1]):
+        field = member.model_fields.get(loc[-1])
+        if isinstance(field, FieldInfo):
+            for rule in field.metadata:
+                lower = getattr(rule, "ge", getattr(rule, "gt", lower)) if lower is None else lower
+                upper = getattr(rule, "le", getattr(rule, "lt", upper)) if upper is None else upper
+    if lower is None or upper is None:
+        return None
+    return lower, upper
+
+
+def source_from_argument(text: str, base: PipelineConfig) -> PipelineConfig:
+    """The pipeline with its source replaced by `--source PATH_OR_URL` (a path is relative to the cwd)."""
+    spec: dict[str, Any]
+    if re.match(r"^(rtsps?|https?)://", text):
+        spec = {"type": "rtsp", "url": text}
+    elif text.isdigit() or text.startswith("/dev/video"):
+        spec = {"type": "camera", "device": int(text) if text.isdigit() else text}
+    elif Path(text).is_dir():
+        spec = {"type": "images", "path": str(Path(text).resolve())}
+    else:
+        spec = {"type": "file", "path": str(Path(text).resolve())}
+    data = base.model_dump(mode="python")
+    data["source"] = spec
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as error:
+        details = "; ".join(f"{_dotted(tuple(e['loc']))}: {_message(e, tuple(e['loc']))}" for e in error.errors())
+        raise ConfigError(f"--source {text}: {details}") from None
