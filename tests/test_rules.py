@@ -1,0 +1,317 @@
+"""Line and zone rules, frame by frame on hand-made tracks with the expected events written out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from edgepipe.errors import ConfigError
+from edgepipe.rules import LineCrossing, Rules, Zone
+from edgepipe.types import Event, Frame, Tracks
+
+LABELS = ["person", "bicycle", "car"]
+IMAGE = np.zeros((4, 4, 3), np.uint8)
+T0 = 1_800_000_000.0
+
+
+def frame(index: int, fps: float = 10.0, source: bool = True) -> Frame:
+    return Frame(IMAGE, index, T0 + index / fps, index / fps if source else None)
+
+
+def feet(x: float, y: float) -> list[float]:
+    """A 20 x 40 box whose bottom centre is (x, y)."""
+    return [x - 10, y - 40, x + 10, y]
+
+
+def tracks(
+    rows: Sequence[tuple[int, Sequence[float]]], ended: Sequence[int] = (), class_id: int = 0
+) -> Tracks:
+    n = len(rows)
+    return Tracks(
+        np.array([r[1] for r in rows], np.float32).reshape(n, 4),
+        np.full(n, 0.9, np.float32),
+        np.full(n, class_id, np.int32),
+        np.array([r[0] for r in rows], np.int64),
+        np.arange(n, dtype=np.intp),
+        np.array(ended, np.int64),
+    )
+
+
+def run_path(
+    rule: LineCrossing | Zone, path: Sequence[tuple[float, float] | None], track_id: int = 1
+) -> list[Event]:
+    """Feed one track along `path` (None = not seen that frame), then end it."""
+    events: list[Event] = []
+    for i, point in enumerate(path):
+        rows = [] if point is None else [(track_id, feet(*point))]
+        events += rule.update(tracks(rows), frame(i))
+    events += rule.update(tracks([], ended=[track_id]), frame(len(path)))
+    return events
+
+
+def summary(events: Sequence[Event]) -> list[tuple[str, int, int, str | None]]:
+    return [(e.type, e.track_id, e.frame, e.direction) for e in events]
+
+
+def door(**kwargs: object) -> LineCrossing:
+    """Horizontal line y = 100 from x = 0 to x = 200, drawn left→right: below it is "right" = in."""
+    return LineCrossing("door", (0, 100), (200, 100), pipeline="p", labels=LABELS, **kwargs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- line
+def test_line_downward_crossing_is_in_with_full_payload() -> None:
+    rule = door()
+    events = run_path(rule, [(50, 60), (50, 80), (50, 95), (50, 112), (50, 130)])
+    assert summary(events) == [("line_cross", 1, 3, "in")]
+    e = events[0]
+    assert (e.pipeline, e.rule, e.label, e.ts) == ("p", "door", "person", T0 + 0.3)
+    assert e.bbox == (40.0, 72.0, 60.0, 112.0)
+    assert e.score == pytest.approx(0.9)
+    assert rule.counts() == {"in": 1, "out": 0}
+
+
+def test_line_upward_crossing_is_out() -> None:
+    rule = door()
+    assert summary(run_path(rule, [(50, 150), (50, 120), (50, 80)])) == [("line_cross", 1, 2, "out")]
+    assert rule.counts() == {"in": 0, "out": 1}
+
+
+def test_in_side_left_flips_direction() -> None:
+    rule = door(in_side="left")
+    assert summary(run_path(rule, [(50, 60), (50, 140)])) == [("line_cross", 1, 1, "out")]
+
+
+def test_jitter_across_the_line_counts_once() -> None:
+    # Oscillates ±8 px around y = 100 (inside the 10 px band) several times before walking on.
+    path = [(50, 70), (50, 92), (50, 108), (50, 93), (50, 107), (50, 95), (50, 109), (50, 140)]
+    rule = door()
+    assert summary(run_path(rule, path)) == [("line_cross", 1, 7, "in")]
+    assert rule.counts() == {"in": 1, "out": 0}
+
+
+def test_jitter_without_hysteresis_counts_every_flip() -> None:
+    path = [(50, 70), (50, 92), (50, 108), (50, 93), (50, 107)]
+    assert summary(run_path(door(hysteresis_px=0.0), path)) == [
+        ("line_cross", 1, 2, "in"),
+        ("line_cross", 1, 3, "out"),
+        ("line_cross", 1, 4, "in"),
+    ]
+
+
+def test_cross_and_return_counts_in_then_out() -> None:
+    rule = door()
+    path = [(50, 60), (50, 130), (50, 140), (50, 100), (50, 70)]
+    assert summary(run_path(rule, path)) == [("line_cross", 1, 1, "in"), ("line_cross", 1, 4, "out")]
+    assert rule.counts() == {"in": 1, "out": 1}
+
+
+def test_track_first_seen_on_the_line_has_no_side_until_it_leaves_the_band() -> None:
+    # Appears on the line and walks down: it never was on the other side, so no crossing...
+    assert run_path(door(), [(50, 100), (50, 105), (50, 130), (50, 160)]) == []
+    # ...but once it has a side, going back across counts.
+    assert summary(run_path(door(), [(50, 101), (50, 130), (50, 60)])) == [("line_cross", 1, 2, "out")]
+
+
+def test_crossing_outside_the_segment_does_not_count() -> None:
+    # x = 250 is beyond the end of the segment (projection 1.25).
+    assert run_path(door(), [(250, 60), (250, 140)]) == []
+    # Walking round the end changes side without counting; then crossing back inside counts "out".
+    events = run_path(door(), [(250, 60), (250, 140), (150, 140), (150, 60)])
+    assert summary(events) == [("line_cross", 1, 3, "out")]
+
+
+def test_diagonal_line() -> None:
+    # Line from (0, 0) to (200, 200): "right" of it on screen is below-left (x < y).
+    rule = LineCrossing("diag", (0, 0), (200, 200), pipeline="p", labels=LABELS, hysteresis_px=5.0)
+    path = [(150, 50), (120, 80), (100, 100), (80, 120), (50, 150)]
+    assert summary(run_path(rule, path)) == [("line_cross", 1, 3, "in")]
+    # Back across near the end of the segment, with a step that stays inside the 5 px band (|d| = 2.8).
+    assert summary(run_path(rule, [(170, 190), (182, 178), (190, 170)], track_id=2)) == [
+        ("line_cross", 2, 2, "out")
+    ]
+    assert rule.counts() == {"in": 1, "out": 1}
+
+
+def test_reference_point_center_uses_box_middle() -> None:
+    # Feet cross y = 100 at frame 1 but the centre (20 px higher) only at frame 2.
+    rule = door(reference_point="center")
+    assert summary(run_path(rule, [(50, 85), (50, 115), (50, 140)])) == [("line_cross", 1, 2, "in")]
+
+
+def test_class_filter_and_label_names() -> None:
+    rule = door(class_ids=[2])
+    person = [
+        rule.update(tracks([(1, feet(50, 60))]), frame(0)),
+        rule.update(tracks([(1, feet(50, 140))]), frame(1)),
+    ]
+    assert person == [[], []]
+    rule.update(tracks([(2, feet(50, 60))], class_id=2), frame(2))
+    events = rule.update(tracks([(2, feet(50, 140))], class_id=2), frame(3))
+    assert [(e.label, e.direction) for e in events] == [("car", "in")]
+
+
+def test_unknown_class_id_uses_the_number_as_label() -> None:
+    rule = door()
+    rule.update(tracks([(1, feet(50, 60))], class_id=7), frame(0))
+    assert [e.label for e in rule.update(tracks([(1, feet(50, 140))], class_id=7), frame(1))] == ["7"]
+
+
+def test_several_tracks_in_one_frame() -> None:
+    rule = door()
+    rule.update(tracks([(1, feet(20, 60)), (2, feet(60, 140)), (3, feet(90, 60))]), frame(0))
+    events = rule.update(tracks([(1, feet(20, 140)), (2, feet(60, 60)), (3, feet(90, 70))]), frame(1))
+    assert summary(events) == [("line_cross", 1, 1, "in"), ("line_cross", 2, 1, "out")]
+
+
+def test_state_is_dropped_when_a_track_ends() -> None:
+    rule = door()
+    rule.update(tracks([(1, feet(50, 60)), (2, feet(80, 60))]), frame(0))
+    assert set(rule._side) == {1, 2}
+    rule.update(tracks([(2, feet(80, 60))], ended=[1]), frame(1))
+    assert set(rule._side) == {2}
+    # An id seen again after it ended starts without a side.
+    assert rule.update(tracks([(1, feet(50, 140))]), frame(2)) == []
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "kwargs", "message"),
+    [
+        ((0, 0), (0, 0), {}, "rule 'door': start and end are the same point"),
+        ((0, 0), (1, 0), {"in_side": "up"}, "rule 'door': in_side must be 'left' or 'right', not 'up'"),
+        ((0, 0), (1, 0), {"hysteresis_px": -1}, "rule 'door': hysteresis_px must be >= 0, not -1"),
+    ],
+)
+def test_line_rejects_bad_settings(
+    start: tuple[float, float], end: tuple[float, float], kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LineCrossing("door", start, end, pipeline="p", labels=LABELS, **kwargs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- zone
+# A U shape (concave): the notch x in (100, 200), y in (0, 200) is outside.
+U_SHAPE = [(0, 0), (100, 0), (100, 200), (200, 200), (200, 0), (300, 0), (300, 300), (0, 300)]
+
+
+def zone(**kwargs: object) -> Zone:
+    return Zone("counter", U_SHAPE, pipeline="p", labels=LABELS, **kwargs)  # type: ignore[arg-type]
+
+
+def zsummary(events: Sequence[Event]) -> list[tuple[str, int, int, float | None]]:
+    return [(e.type, e.track_id, e.frame, e.dwell_s) for e in events]
+
+
+def test_zone_enter_and_exit_with_dwell_across_a_concave_notch() -> None:
+    rule = zone()
+    # Walks right through the notch (outside), along the bottom bar (inside) and out at the right edge.
+    path = [(150, 100), (150, 250), (250, 250), (250, 280), (350, 280)]
+    assert zsummary(run_path(rule, path)) == [("zone_enter", 1, 1, None), ("zone_exit", 1, 4, 0.3)]
+    assert rule.counts() == {"occupancy": 0, "enter": 1, "exit": 1}
+
+
+def test_zone_notch_is_outside_while_the_bounding_box_would_contain_it() -> None:
+    rule = zone()
+    # (150, 50) lies within the polygon's bounding box but in the notch.
+    assert run_path(rule, [(150, 50), (160, 60), (150, 150)]) == []
+
+
+def test_zone_track_first_seen_inside_enters_and_ending_inside_exits() -> None:
+    rule = zone()
+    rule.update(tracks([(5, feet(50, 50))]), frame(0))
+    assert rule.counts() == {"occupancy": 1, "enter": 1, "exit": 0}
+    rule.update(tracks([(5, feet(50, 60))]), frame(1))
+    events = rule.update(tracks([], ended=[5]), frame(2))
+    assert zsummary(events) == [("zone_exit", 5, 2, 0.2)]
+    assert events[0].bbox == (40.0, 20.0, 60.0, 60.0)  # last box seen
+    assert rule.counts() == {"occupancy": 0, "enter": 1, "exit": 1}
+
+
+def test_zone_occupancy_counts_tracks_inside() -> None:
+    rule = zone()
+    rule.update(tracks([(1, feet(50, 50)), (2, feet(250, 50)), (3, feet(150, 50))]), frame(0))
+    assert rule.counts() == {"occupancy": 2, "enter": 2, "exit": 0}
+
+
+def test_zone_loiter_fires_once_per_visit() -> None:
+    rule = zone(loiter_s=0.5)
+    path = [(50, 50)] * 8 + [(150, 100), (50, 50), (50, 50)]
+    assert zsummary(run_path(rule, path)) == [
+        ("zone_enter", 1, 0, None),
+        ("zone_loiter", 1, 5, 0.5),
+        ("zone_exit", 1, 8, 0.8),
+        ("zone_enter", 1, 9, None),
+        ("zone_exit", 1, 11, 0.2),
+    ]
+    assert rule.counts() == {"occupancy": 0, "enter": 2, "exit": 2, "loiter": 1}
+
+
+def test_zone_dwell_uses_source_time_when_present_else_capture_time() -> None:
+    rule = zone()
+    # Source time runs at 10 fps, capture time is not used when source time exists.
+    rule.update(tracks([(1, feet(50, 50))]), Frame(IMAGE, 0, T0, 0.0))
+    out = rule.update(tracks([(1, feet(150, 50))]), Frame(IMAGE, 1, T0 + 0.01, 2.0))
+    assert zsummary(out) == [("zone_exit", 1, 1, 2.0)]
+    live = zone()
+    live.update(tracks([(1, feet(50, 50))]), Frame(IMAGE, 0, T0, None))
+    out = live.update(tracks([(1, feet(150, 50))]), Frame(IMAGE, 1, T0 + 1.5, None))
+    assert zsummary(out) == [("zone_exit", 1, 1, 1.5)]
+
+
+def test_zone_state_does_not_grow_after_tracks_end() -> None:
+    rule = zone()
+    for i in range(100):
+        rule.update(tracks([(i, feet(50, 50))], ended=[i - 1] if i else []), frame(i))
+    assert list(rule._inside) == [99]
+    assert rule.counts() == {"occupancy": 1, "enter": 100, "exit": 99}
+
+
+@pytest.mark.parametrize(
+    ("polygon", "kwargs", "message"),
+    [
+        ([(0, 0), (1, 1)], {}, "rule 'counter': polygon needs at least 3"),
+        (U_SHAPE, {"loiter_s": 0}, "rule 'counter': loiter_s must be > 0, not 0"),
+    ],
+)
+def test_zone_rejects_bad_settings(
+    polygon: list[tuple[int, int]], kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Zone("counter", polygon, pipeline="p", labels=LABELS, **kwargs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- rules
+def test_rules_update_counts_and_close() -> None:
+    rules = Rules([door(), zone()])
+    first = rules.update(tracks([(1, feet(50, 60))]), frame(0))
+    second = rules.update(tracks([(1, feet(50, 140))]), frame(1))
+    assert [(e.type, e.rule) for e in first] == [("zone_enter", "counter")]
+    assert [(e.type, e.rule, e.direction) for e in second] == [("line_cross", "door", "in")]
+    assert rules.counts() == {
+        "door": {"in": 1, "out": 0},
+        "counter": {"occupancy": 1, "enter": 1, "exit": 0},
+    }
+    closing = rules.close()
+    assert [(e.type, e.frame, e.dwell_s) for e in closing] == [("zone_exit", 1, 0.1)]
+    assert rules.counts()["counter"] == {"occupancy": 0, "enter": 1, "exit": 1}
+
+
+def test_rules_close_before_any_frame_is_empty() -> None:
+    assert Rules([door(), zone()]).close() == []
+
+
+def test_rules_reject_duplicate_names() -> None:
+    with pytest.raises(ConfigError, match="rule names must be unique; repeated: door"):
+        Rules([door(), door()])
+
+
+def test_event_ids_are_unique_and_json_is_schema_1() -> None:
+    rule = door(hysteresis_px=0.0)
+    events = run_path(rule, [(50, 60), (50, 140)] * 20)
+    assert len(events) == 39
+    assert len({e.id for e in events}) == 39
+    payload = events[0].to_dict()
+    assert payload["schema"] == 1
+    assert payload["ts"] == "2027-01-15T08:00:00.100Z"
+    assert payload["direction"] == "in"
