@@ -291,7 +291,12 @@ class MqttConfig(Model):
 
 
 class JsonlConfig(Model):
-    path: str = Field(min_length=1, description="file to append events to, or '-' for stdout")
+    path: str = Field(min_length=1, description="file to append events to (relative to this YAML file), or '-'")
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_file(cls, value: str, info: ValidationInfo) -> str:
+        return value if value == "-" else str(_resolve(Path(value), info))
 
 
 class OutputsConfig(Model):
