@@ -103,7 +103,7 @@ class RtspSourceConfig(Model):
 
 
 SourceConfig = Annotated[
-    Union[FileSourceConfig, ImageFolderSourceConfig, CameraSourceConfig, RtspSourceConfig],
+    FileSourceConfig | ImageFolderSourceConfig | CameraSourceConfig | RtspSourceConfig,
     Field(discriminator="type"),
 ]
 
@@ -202,7 +202,7 @@ class ZoneRuleConfig(Model):
         return _check_points(value, "a zone polygon", 3)
 
 
-RuleConfig = Annotated[Union[LineRuleConfig, ZoneRuleConfig], Field(discriminator="type")]
+RuleConfig = Annotated[LineRuleConfig | ZoneRuleConfig, Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------- outputs
@@ -538,5 +538,5 @@ def source_from_argument(text: str, base: PipelineConfig) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as error:
-        details = "; ".join(f"{_dotted(tuple(e['loc']))}: {_message(e, tuple(e['loc']))}" for e in error.errors())
+        details = "; ".join(_message(e, tuple(e["loc"])) for e in error.errors())
         raise ConfigError(f"--source {text}: {details}") from None

@@ -1,0 +1,214 @@
+"""Pipeline YAML → PipelineConfig, and the file:line errors for everything a user can get wrong."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edgepipe.config import LineRuleConfig, load_pipeline, source_from_argument
+from edgepipe.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    """A model path that exists (config checks presence, not content)."""
+    xml = tmp_path / "m.xml"
+    xml.write_text("<net/>")
+    xml.with_suffix(".bin").write_bytes(b"")
+    return xml
+
+
+@pytest.fixture
+def video_file(tmp_path: Path) -> Path:
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"")
+    return video
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.yml"
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+VALID = """
+name: door
+source:
+  type: file
+  path: v.mp4
+detector:
+  model: m.xml
+  threshold: 0.5
+  classes: [person]
+rules:
+  - type: line
+    name: door
+    points: [[0, 10], [100, 10]]
+    in_side: left
+"""
+
+
+def test_valid_pipeline_loads_with_paths_relative_to_the_file(tmp_path: Path, model_file: Path, video_file: Path) -> None:
+    cfg = load_pipeline(write(tmp_path, VALID))
+    assert cfg.name == "door"
+    assert cfg.detector.model == model_file
+    assert cfg.source.path == video_file  # type: ignore[union-attr]
+    assert cfg.tracker.max_age == 1 and cfg.tracker.min_hits == 3 and cfg.tracker.iou_threshold == 0.3
+    rule = cfg.rules[0]
+    assert isinstance(rule, LineRuleConfig)
+    assert rule.points == [(0.0, 10.0), (100.0, 10.0)]
+    assert rule.in_side == "left"
+
+
+BROKEN = [
+    ("bad yaml", "name: a\nsource: {type: file, path: v.mp4\ndetector: [\n", ":3: YAML syntax error: expected ',' or '}'"),
+    (
+        "threshold out of range",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector:\n  model: m.xml\n  threshold: 1.7\n",
+        ":5: detector.threshold: 1.7 is not between 0 and 1",
+    ),
+    (
+        "unknown key",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector:\n  model: m.xml\n  treshold: 0.5\n",
+        ":5: detector.treshold: unknown key (did you mean 'threshold'?); allowed: model, device,",
+    ),
+    (
+        "missing model file",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector:\n  model: nope.xml\n",
+        ":4: detector.model: model file",
+    ),
+    (
+        "line with one point",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nrules:\n"
+        "  - type: line\n    name: d\n    points: [[1, 2]]\n",
+        ":7: rules[0].points: a line needs at least 2 points [x, y], got 1",
+    ),
+    (
+        "typo inside a tagged union",
+        "name: a\nsource:\n  type: rtsp\n  url: rtsp://cam/door\n  open_timout_s: 3\ndetector: {model: m.xml}\n",
+        ":5: source.open_timout_s: unknown key (did you mean 'open_timeout_s'?)",
+    ),
+    (
+        "unknown source type",
+        "name: a\nsource:\n  type: webcam\ndetector: {model: m.xml}\n",
+        ":2: source: unknown type 'webcam'; expected one of 'file', 'images', 'camera', 'rtsp'",
+    ),
+    (
+        "wrong type",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\ntracker:\n  max_age: many\n",
+        ":5: tracker.max_age: 'many': input should be a valid integer",
+    ),
+    (
+        "inline password",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\noutputs:\n  mqtt:\n"
+        "    host: localhost\n    password: hunter2\n",
+        ":5: outputs.mqtt: inline 'password' is not accepted: use password_file or password_env",
+    ),
+    ("missing section", "name: a\nsource: {type: file, path: v.mp4}\n", ":1: detector: required field is missing"),
+    (
+        "zone with two points",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nrules:\n"
+        "  - type: zone\n    name: z\n    polygon: [[0, 0], [1, 1]]\n",
+        ":7: rules[0].polygon: a zone polygon needs at least 3 points [x, y], got 2",
+    ),
+    ("not a mapping", "- a\n- b\n", ":1: a pipeline file must be a mapping"),
+    (
+        "bad name",
+        "name: Door Cam\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\n",
+        ":1: name: 'Door Cam' does not match the pattern",
+    ),
+    (
+        "duplicate rule names",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nrules:\n"
+        "  - {type: line, name: d, points: [[0, 0], [1, 1]]}\n  - {type: zone, name: d, polygon: [[0, 0], [1, 1], [0, 1]]}\n",
+        ":1: (top level): rule names must be unique; repeated: d",
+    ),
+    (
+        "roi inverted",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector:\n  model: m.xml\n  roi: [100, 0, 10, 50]\n",
+        ":5: detector.roi: roi [100.0, 0.0, 10.0, 50.0] must be [x1, y1, x2, y2] with x2 > x1 and y2 > y1",
+    ),
+    (
+        "password without username",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\noutputs:\n  mqtt:\n"
+        "    host: localhost\n    password_env: MQTT_PW\n",
+        ":5: outputs.mqtt: a password needs a username",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), BROKEN, ids=[c[0] for c in BROKEN])
+def test_broken_config_names_file_line_and_field(
+    tmp_path: Path, model_file: Path, video_file: Path, case: str, text: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline(path)
+    message = str(caught.value)
+    assert message.startswith(str(path))
+    assert f"{path}{expected}" in message, message
+
+
+def test_all_errors_are_reported_at_once(tmp_path: Path, model_file: Path, video_file: Path) -> None:
+    path = write(
+        tmp_path,
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector:\n  model: m.xml\n  threshold: 2\n"
+        "tracker:\n  min_hits: 0\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline(path)
+    lines = str(caught.value).splitlines()
+    assert lines == [
+        f"{path}:5: detector.threshold: 2 is not between 0 and 1",
+        f"{path}:7: tracker.min_hits: 0 is not between 1 and 1000",
+    ]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yml: cannot read pipeline file: No such file"):
+        load_pipeline(tmp_path / "nope.yml")
+
+
+def test_password_is_read_from_file_and_env(tmp_path: Path, model_file: Path, video_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pw").write_text("s3cret\n")
+    base = "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\noutputs:\n  mqtt:\n    host: h\n    username: u\n"
+    cfg = load_pipeline(write(tmp_path, base + "    password_file: pw\n"))
+    assert cfg.outputs.mqtt is not None
+    secret = cfg.outputs.mqtt.password()
+    assert secret is not None and secret.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(cfg) and "s3cret" not in str(secret)
+    monkeypatch.setenv("EDGEPIPE_TEST_PW", "from-env")
+    cfg = load_pipeline(write(tmp_path, base + "    password_env: EDGEPIPE_TEST_PW\n"))
+    assert cfg.outputs.mqtt is not None
+    assert cfg.outputs.mqtt.password().get_secret_value() == "from-env"  # type: ignore[union-attr]
+    monkeypatch.delenv("EDGEPIPE_TEST_PW")
+    with pytest.raises(ConfigError, match="MQTT password variable EDGEPIPE_TEST_PW is not set"):
+        cfg.outputs.mqtt.password()
+
+
+@pytest.mark.parametrize(
+    ("argument", "kind"),
+    [("rtsp://cam.local/stream", "rtsp"), ("http://cam.local/mjpeg", "rtsp"), ("0", "camera"), ("/dev/video2", "camera")],
+)
+def test_source_override(tmp_path: Path, model_file: Path, video_file: Path, argument: str, kind: str) -> None:
+    cfg = source_from_argument(argument, load_pipeline(write(tmp_path, VALID)))
+    assert cfg.source.type == kind
+    assert cfg.detector.model == model_file
+
+
+def test_source_override_with_missing_file(tmp_path: Path, model_file: Path, video_file: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--source .*missing\.mp4: video file .*missing\.mp4 does not exist"):
+        source_from_argument(str(tmp_path / "missing.mp4"), load_pipeline(write(tmp_path, VALID)))
+
+
+@pytest.mark.parametrize("name", ["demo.yml", "door.yml"])
+def test_bundled_pipelines_are_valid(name: str) -> None:
+    if not (REPO / "models" / "nanodet-plus-m_416_fp16.xml").is_file():
+        pytest.fail("models/nanodet-plus-m_416_fp16.xml missing: run `edgepipe models fetch nanodet-plus-m-416 --from ../shared/models`")
+    cfg = load_pipeline(REPO / "pipelines" / name)
+    assert cfg.detector.classes == ["person"]
+    assert cfg.rules[0].type == "line"
