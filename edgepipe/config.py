@@ -96,7 +96,9 @@ class RtspSourceConfig(Model):
     type: Literal["rtsp"]
     url: str = Field(pattern=r"^(rtsps?|https?)://", description="rtsp://, rtsps://, http:// or https:// URL")
     transport: Literal["tcp", "udp"] = "tcp"
-    open_timeout_s: float = Field(10.0, gt=0, le=300, description="give up one opening attempt after this long")
+    open_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="give up one opening attempt after this long"
+    )
     read_timeout_s: float = Field(5.0, gt=0, le=300, description="reconnect when no frame came for this long")
     reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="first retry delay")
     reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="retry delay cap")
@@ -116,9 +118,13 @@ class DetectorConfig(Model):
     device: str = Field("CPU", pattern=r"^(CPU|GPU(\.\d+)?|NPU|AUTO(:.+)?)$", description="OpenVINO device")
     precision: Literal["auto", "f32", "bf16", "f16"] = Field("auto", description="inference precision hint")
     performance_hint: Literal["throughput", "latency"] = "throughput"
-    in_flight: int | None = Field(None, ge=1, le=16, description="inference requests in flight (default: measured)")
+    in_flight: int | None = Field(
+        None, ge=1, le=16, description="inference requests in flight (default: measured)"
+    )
     threshold: float = Field(0.4, ge=0, le=1, description="minimum class score")
-    nms_iou: float = Field(0.5, gt=0, le=1, description="IoU above which a lower-scored box of the same class is dropped")
+    nms_iou: float = Field(
+        0.5, gt=0, le=1, description="IoU above which a lower-scored box of the same class is dropped"
+    )
     classes: list[str] | None = Field(None, min_length=1, description="label names to keep, e.g. [person]")
     min_box_area: float = Field(0.0, ge=0, description="drop boxes smaller than this many pixels")
     roi: tuple[float, float, float, float] | None = Field(
@@ -140,7 +146,9 @@ class DetectorConfig(Model):
 
     @field_validator("roi")
     @classmethod
-    def _roi_order(cls, value: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+    def _roi_order(
+        cls, value: tuple[float, float, float, float] | None
+    ) -> tuple[float, float, float, float] | None:
         if value is not None and (value[2] <= value[0] or value[3] <= value[1]):
             raise ValueError(f"roi {list(value)} must be [x1, y1, x2, y2] with x2 > x1 and y2 > y1")
         return value
@@ -233,8 +241,12 @@ class OutboxConfig(Model):
     path: Path | None = Field(
         None, description="SQLite file of undelivered messages (default: $STATE_DIRECTORY or ./state)"
     )
-    max_messages: int = Field(100_000, ge=100, description="oldest messages are dropped (with a warning) past this")
-    max_age_s: float = Field(7 * 24 * 3600, gt=0, description="messages older than this are dropped (with a warning)")
+    max_messages: int = Field(
+        100_000, ge=100, description="oldest messages are dropped (with a warning) past this"
+    )
+    max_age_s: float = Field(
+        7 * 24 * 3600, gt=0, description="messages older than this are dropped (with a warning)"
+    )
 
 
 class MqttConfig(Model):
@@ -243,7 +255,9 @@ class MqttConfig(Model):
     client_id: str | None = Field(None, description="default: edgepipe-<pipeline>")
     keepalive_s: int = Field(30, ge=5, le=3600)
     qos: Literal[0, 1, 2] = 1
-    topic_prefix: str = Field("edgepipe", pattern=r"^[^#+]+$", description="topics are <prefix>/<pipeline>/...")
+    topic_prefix: str = Field(
+        "edgepipe", pattern=r"^[^#+]+$", description="topics are <prefix>/<pipeline>/..."
+    )
     username: str | None = None
     password_file: Path | None = Field(None, description="file whose first line is the password")
     password_env: str | None = Field(None, description="environment variable holding the password")
@@ -281,7 +295,9 @@ class MqttConfig(Model):
             try:
                 lines = self.password_file.read_text(encoding="utf-8").splitlines()
             except OSError as error:
-                raise ConfigError(f"cannot read MQTT password file {self.password_file}: {error.strerror}") from None
+                raise ConfigError(
+                    f"cannot read MQTT password file {self.password_file}: {error.strerror}"
+                ) from None
             return SecretStr(lines[0] if lines else "")
         if self.password_env is not None:
             if self.password_env not in os.environ:
@@ -291,7 +307,9 @@ class MqttConfig(Model):
 
 
 class JsonlConfig(Model):
-    path: str = Field(min_length=1, description="file to append events to (relative to this YAML file), or '-'")
+    path: str = Field(
+        min_length=1, description="file to append events to (relative to this YAML file), or '-'"
+    )
 
     @field_validator("path")
     @classmethod
@@ -314,7 +332,9 @@ class PipelineConfig(Model):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     rules: list[RuleConfig] = Field(default_factory=list)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
-    status_interval_s: float = Field(10.0, gt=0, le=3600, description="how often stats go to the status topic")
+    status_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="how often stats go to the status topic"
+    )
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> PipelineConfig:

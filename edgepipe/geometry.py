@@ -97,7 +97,9 @@ def points_in_polygon(points: FloatArray, polygon: FloatArray) -> NDArray[np.boo
     return np.asarray(np.count_nonzero(crossings, axis=1) % 2 == 1)
 
 
-def nms(xyxy: FloatArray, score: FloatArray, class_id: NDArray[np.integer], iou_threshold: float) -> NDArray[np.intp]:
+def nms(
+    xyxy: FloatArray, score: FloatArray, class_id: NDArray[np.integer], iou_threshold: float
+) -> NDArray[np.intp]:
     """Class-aware non-maximum suppression → indices kept, highest score first.
 
     Boxes of different classes never suppress each other: each class is shifted by an offset

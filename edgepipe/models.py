@@ -143,9 +143,11 @@ def _download(entry: ManifestEntry, staging: Path) -> dict[str, str]:
         raise ModelError(f"{entry.name} has no public download; copy its files and use --from DIR")
     target = staging / Path(entry.download_url).name
     try:
-        with urllib.request.urlopen(entry.download_url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            with target.open("wb") as out:
-                shutil.copyfileobj(response, out)
+        with (
+            urllib.request.urlopen(entry.download_url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+            target.open("wb") as out,
+        ):
+            shutil.copyfileobj(response, out)
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise ModelError(

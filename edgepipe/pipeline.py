@@ -223,9 +223,7 @@ def _class_ids(names: Sequence[str] | None, labels: Sequence[str], where: str) -
     return {labels.index(n) for n in names}
 
 
-def _build_rule(
-    pipeline: str, rule: LineRuleConfig | object, labels: Sequence[str]
-) -> LineCrossing | Zone:
+def _build_rule(pipeline: str, rule: LineRuleConfig | object, labels: Sequence[str]) -> LineCrossing | Zone:
     if isinstance(rule, LineRuleConfig):
         return LineCrossing(
             rule.name,
@@ -360,7 +358,10 @@ def run_command(args: argparse.Namespace) -> int:
     pool = ModelPool()
     pipelines = [build(cfg, pool, events_path=args.events, max_frames=args.max_frames) for cfg in configs]
     show_progress = (
-        len(pipelines) == 1 and not args.no_progress and sys.stderr.isatty() and not pipelines[0].source.is_live
+        len(pipelines) == 1
+        and not args.no_progress
+        and sys.stderr.isatty()
+        and not pipelines[0].source.is_live
     )
     progress = ProgressBar(sys.stderr, _frame_total(pipelines[0], args.max_frames)) if show_progress else None
     results = _run_all(pipelines, progress)

@@ -52,7 +52,9 @@ rules:
 """
 
 
-def test_valid_pipeline_loads_with_paths_relative_to_the_file(tmp_path: Path, model_file: Path, video_file: Path) -> None:
+def test_valid_pipeline_loads_with_paths_relative_to_the_file(
+    tmp_path: Path, model_file: Path, video_file: Path
+) -> None:
     cfg = load_pipeline(write(tmp_path, VALID))
     assert cfg.name == "door"
     assert cfg.detector.model == model_file
@@ -65,7 +67,11 @@ def test_valid_pipeline_loads_with_paths_relative_to_the_file(tmp_path: Path, mo
 
 
 BROKEN = [
-    ("bad yaml", "name: a\nsource: {type: file, path: v.mp4\ndetector: [\n", ":3: YAML syntax error: expected ',' or '}'"),
+    (
+        "bad yaml",
+        "name: a\nsource: {type: file, path: v.mp4\ndetector: [\n",
+        ":3: YAML syntax error: expected ',' or '}'",
+    ),
     (
         "threshold out of range",
         "name: a\nsource: {type: file, path: v.mp4}\ndetector:\n  model: m.xml\n  threshold: 1.7\n",
@@ -108,7 +114,11 @@ BROKEN = [
         "    host: localhost\n    password: hunter2\n",
         ":5: outputs.mqtt: inline 'password' is not accepted: use password_file or password_env",
     ),
-    ("missing section", "name: a\nsource: {type: file, path: v.mp4}\n", ":1: detector: required field is missing"),
+    (
+        "missing section",
+        "name: a\nsource: {type: file, path: v.mp4}\n",
+        ":1: detector: required field is missing",
+    ),
     (
         "zone with two points",
         "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nrules:\n"
@@ -173,7 +183,9 @@ def test_missing_file(tmp_path: Path) -> None:
         load_pipeline(tmp_path / "nope.yml")
 
 
-def test_password_is_read_from_file_and_env(tmp_path: Path, model_file: Path, video_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_is_read_from_file_and_env(
+    tmp_path: Path, model_file: Path, video_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "pw").write_text("s3cret\n")
     base = "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\noutputs:\n  mqtt:\n    host: h\n    username: u\n"
     cfg = load_pipeline(write(tmp_path, base + "    password_file: pw\n"))
@@ -192,23 +204,34 @@ def test_password_is_read_from_file_and_env(tmp_path: Path, model_file: Path, vi
 
 @pytest.mark.parametrize(
     ("argument", "kind"),
-    [("rtsp://cam.local/stream", "rtsp"), ("http://cam.local/mjpeg", "rtsp"), ("0", "camera"), ("/dev/video2", "camera")],
+    [
+        ("rtsp://cam.local/stream", "rtsp"),
+        ("http://cam.local/mjpeg", "rtsp"),
+        ("0", "camera"),
+        ("/dev/video2", "camera"),
+    ],
 )
-def test_source_override(tmp_path: Path, model_file: Path, video_file: Path, argument: str, kind: str) -> None:
+def test_source_override(
+    tmp_path: Path, model_file: Path, video_file: Path, argument: str, kind: str
+) -> None:
     cfg = source_from_argument(argument, load_pipeline(write(tmp_path, VALID)))
     assert cfg.source.type == kind
     assert cfg.detector.model == model_file
 
 
 def test_source_override_with_missing_file(tmp_path: Path, model_file: Path, video_file: Path) -> None:
-    with pytest.raises(ConfigError, match=r"--source .*missing\.mp4: video file .*missing\.mp4 does not exist"):
+    with pytest.raises(
+        ConfigError, match=r"--source .*missing\.mp4: video file .*missing\.mp4 does not exist"
+    ):
         source_from_argument(str(tmp_path / "missing.mp4"), load_pipeline(write(tmp_path, VALID)))
 
 
 @pytest.mark.parametrize("name", ["demo.yml", "door.yml"])
 def test_bundled_pipelines_are_valid(name: str) -> None:
     if not (REPO / "models" / "nanodet-plus-m_416_fp16.xml").is_file():
-        pytest.fail("models/nanodet-plus-m_416_fp16.xml missing: run `edgepipe models fetch nanodet-plus-m-416 --from ../shared/models`")
+        pytest.fail(
+            "models/nanodet-plus-m_416_fp16.xml missing: run `edgepipe models fetch nanodet-plus-m-416 --from ../shared/models`"
+        )
     cfg = load_pipeline(REPO / "pipelines" / name)
     assert cfg.detector.classes == ["person"]
     assert cfg.rules[0].type == "line"
