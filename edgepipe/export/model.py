@@ -133,6 +133,7 @@ class GhostModule(nn.Module):
         super().__init__()
         self.out_channels = out_channels
         init_channels = -(-out_channels // 2)
+        self.trim = 2 * init_channels != out_channels  # an odd out_channels makes one channel too many
         self.primary_conv = nn.Sequential(
             _pw_conv(in_channels, init_channels),
             nn.BatchNorm2d(init_channels),
@@ -147,8 +148,7 @@ class GhostModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x1 = self.primary_conv(x)
         out = torch.cat((x1, self.cheap_operation(x1)), dim=1)
-        # an odd out_channels makes one channel too many
-        return out if out.shape[1] == self.out_channels else out[:, : self.out_channels]
+        return out[:, : self.out_channels] if self.trim else out
 
 
 class GhostBottleneck(nn.Module):
