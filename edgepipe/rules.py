@@ -3,7 +3,7 @@ enter/exit, dwell and loiter. Per-rule counters; per-track state is dropped when
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -79,7 +79,7 @@ class LineCrossing:
         in_side: Side = "right",
         reference_point: ReferencePoint = "bottom_center",
         hysteresis_px: float = 10.0,
-        class_ids: Sequence[int] | None = None,
+        class_ids: Collection[int] | None = None,
     ) -> None:
         self.start = np.asarray(start_xy, np.float64)
         self.end = np.asarray(end_xy, np.float64)
@@ -180,7 +180,7 @@ class Zone:
         labels: Sequence[str],
         reference_point: ReferencePoint = "bottom_center",
         loiter_s: float | None = None,
-        class_ids: Sequence[int] | None = None,
+        class_ids: Collection[int] | None = None,
     ) -> None:
         self.polygon = np.asarray(polygon_xy, np.float64)
         if self.polygon.ndim != 2 or self.polygon.shape[1] != 2 or len(self.polygon) < 3:

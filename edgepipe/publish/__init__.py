@@ -1,0 +1,63 @@
+"""Where events go: the Publisher protocol, and a fan-out to several publishers.
+
+Implementations: `mqtt.MqttPublisher` (durable outbox → MQTT) and `jsonl.JsonlSink` (a file or
+stdout). `publish` is called on the frame loop and must never wait for the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from edgepipe.types import Event
+
+
+class Publisher(Protocol):
+    """Receives the pipeline's events, running totals and status."""
+
+    def publish(self, event: Event) -> None:
+        """Deliver one event; must not block the frame loop on the network."""
+
+    def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
+        """Running totals per rule (retained on MQTT; only the newest matters)."""
+
+    def publish_status(self, status: dict[str, object]) -> None:
+        """Periodic stats (fps, drops, source state)."""
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush what can be flushed within `timeout_s`, say "offline", release resources."""
+
+
+class FanoutPublisher:
+    """Sends everything to each publisher in order; closing closes all of them, even if one fails."""
+
+    def __init__(self, publishers: Sequence[Publisher]) -> None:
+        self.publishers = list(publishers)
+
+    def publish(self, event: Event) -> None:
+        for publisher in self.publishers:
+            publisher.publish(event)
+
+    def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
+        for publisher in self.publishers:
+            publisher.publish_counts(counts)
+
+    def publish_status(self, status: dict[str, object]) -> None:
+        for publisher in self.publishers:
+            publisher.publish_status(status)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        errors: list[BaseException] = []
+        for publisher in self.publishers:
+            try:
+                publisher.close(timeout_s)
+            except Exception as err:  # close the others first, then report the first failure
+                errors.append(err)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> FanoutPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,51 @@
+"""JSON-lines sink: one event per line (the MQTT payload) to a file or stdout, for runs without
+a broker. Each line is flushed, so `tail -f` and a killed process see every event written."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TextIO
+
+from edgepipe.errors import ConfigError
+from edgepipe.types import Event
+
+
+class JsonlSink:
+    """Appends events to `path_or_dash` ("-" = stdout). Counts and status are not written: the
+    file holds events only, so every line has the same schema."""
+
+    def __init__(self, path_or_dash: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path_or_dash)
+        self._stream: TextIO
+        if self.path == "-":
+            self._stream, self._owned = sys.stdout, False
+        else:
+            try:
+                self._stream, self._owned = open(self.path, "a", encoding="utf-8"), True  # noqa: SIM115
+            except OSError as err:
+                raise ConfigError(f"cannot open the events file {self.path}: {err.strerror}") from err
+        self.written = 0
+
+    def publish(self, event: Event) -> None:
+        self._stream.write(event.to_json() + "\n")
+        self._stream.flush()
+        self.written += 1
+
+    def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
+        pass
+
+    def publish_status(self, status: dict[str, object]) -> None:
+        pass
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if self._owned and not self._stream.closed:
+            self._stream.close()
+        elif not self._owned:
+            self._stream.flush()
+
+    def __enter__(self) -> JsonlSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,412 @@
+"""MQTT publisher on paho-mqtt 2.x: events and counts go through the durable outbox, a sender
+thread hands them to paho, and only the broker's PUBACK deletes them.
+
+Threads: the frame loop only inserts outbox rows (`publish`, `publish_counts`); paho's network
+thread (`loop_start`) connects, reconnects with capped exponential backoff and reports acks; one
+sender thread moves rows from the outbox to paho with at most `max_inflight` unacknowledged. paho
+calls `on_publish` while holding its own lock, so the callback only queues the message id and the
+sender thread (the one owner of the mid → row map) deletes the row: no lock is shared between
+the two threads, hence no deadlock.
+
+Within one process paho itself resends its unacknowledged messages after a reconnect (DUP flag),
+so a row handed to paho is never handed over again; across processes the outbox is the truth and
+the next start sends everything left, oldest first. A subscriber may therefore see a message twice
+(QoS 1 is at-least-once): every event carries a unique `id` to drop duplicates by.
+
+Topics: `<prefix>/<pipeline>/events` (QoS `qos`, not retained), `<prefix>/<pipeline>/counts`
+(retained, only the newest pending), `<prefix>/<pipeline>/status` (retained JSON with
+`"state": "online"|"offline"`, "offline" also as the Last Will, plus the periodic stats).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import ssl
+import threading
+import time
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edgepipe.errors import BrokerError
+from edgepipe.publish.outbox import Outbox
+from edgepipe.types import Event, utc_iso
+
+log = logging.getLogger(__name__)
+
+# A broker that stays away should not fill the log: one line per interval, with the attempt count.
+_RETRY_LOG_INTERVAL_S = 30.0
+
+
+class _PipelineLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes every line with the pipeline name."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"{self.extra['pipeline'] if self.extra else '?'}: {msg}", kwargs
+
+
+class _Throttle:
+    """True at most once per interval; the first call is always True."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._next = 0.0
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.interval_s
+        return True
+
+    def reset(self) -> None:
+        self._next = 0.0
+
+
+def _tls_context(
+    ca_file: str | os.PathLike[str] | None,
+    cert_file: str | os.PathLike[str] | None,
+    key_file: str | os.PathLike[str] | None,
+    insecure: bool,
+) -> ssl.SSLContext:
+    """Load the TLS files now, so a wrong path or a bad file fails at start-up with its name."""
+    for what, path in (("tls.ca_file", ca_file), ("tls.cert_file", cert_file), ("tls.key_file", key_file)):
+        if path is not None and not Path(path).is_file():
+            raise BrokerError(f"MQTT {what} {path} does not exist or is not a file")
+    if key_file is not None and cert_file is None:
+        raise BrokerError(f"MQTT tls.key_file {key_file} is set without tls.cert_file; set both or neither")
+    try:
+        context = ssl.create_default_context(cafile=None if ca_file is None else os.fspath(ca_file))
+    except (ssl.SSLError, OSError) as err:
+        raise BrokerError(f"MQTT tls.ca_file {ca_file} is not a PEM CA certificate: {err}") from err
+    if cert_file is not None:
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except (ssl.SSLError, OSError) as err:
+            raise BrokerError(
+                f"MQTT client certificate {cert_file} (key {key_file or 'in the same file'}) cannot be loaded: "
+                f"{err}; check that both are PEM and belong together"
+            ) from err
+    if insecure:
+        context.check_hostname = False  # still verifies the chain; only the host name is not checked
+    return context
+
+
+class MqttPublisher:
+    """Publisher to one MQTT broker for one pipeline; see the module docstring."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        *,
+        host: str,
+        port: int = 1883,
+        client_id: str | None = None,
+        keepalive_s: int = 30,
+        qos: int = 1,
+        topic_prefix: str = "edgepipe",
+        tls: bool | None = None,
+        tls_ca_file: str | os.PathLike[str] | None = None,
+        tls_cert_file: str | os.PathLike[str] | None = None,
+        tls_key_file: str | os.PathLike[str] | None = None,
+        tls_insecure: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        outbox_path: str | os.PathLike[str],
+        outbox_max_messages: int = 100_000,
+        outbox_max_age_s: float = 7 * 24 * 3600,
+        max_inflight: int = 100,
+        reconnect_min_s: int = 1,
+        reconnect_max_s: int = 10,
+    ) -> None:
+        if qos not in (0, 1, 2):
+            raise BrokerError(f"MQTT qos must be 0, 1 or 2, not {qos}")
+        self.pipeline = pipeline
+        self.broker = f"{host}:{port}"
+        self.qos = qos
+        self.username = username
+        base = f"{topic_prefix}/{pipeline}"
+        self.events_topic, self.counts_topic, self.status_topic = (
+            f"{base}/events",
+            f"{base}/counts",
+            f"{base}/status",
+        )
+        self.max_inflight = max_inflight
+        self._log = _PipelineLog(log, {"pipeline": pipeline})
+        use_tls = (
+            tls if tls is not None else any(f is not None for f in (tls_ca_file, tls_cert_file, tls_key_file))
+        )
+        context = _tls_context(tls_ca_file, tls_cert_file, tls_key_file, tls_insecure) if use_tls else None
+
+        # state shared with paho's thread: plain attributes written by one side only
+        self._connected = False
+        self._closing = False
+        self._closed = False
+        self._status: dict[str, object] = {}
+        self._last_counts: dict[str, dict[str, int]] | None = None
+        self.sent = 0  # messages handed to paho
+        self.delivered = 0  # acknowledged by the broker and deleted from the outbox
+        self.rejected = 0  # acknowledged with a failure reason code (e.g. not authorised): deleted, logged
+        self.reconnects = 0
+        self.connect_failures = 0
+        self.outbox_errors = 0
+        self._connect_throttle = _Throttle(_RETRY_LOG_INTERVAL_S)
+        self._refused_throttle = _Throttle(_RETRY_LOG_INTERVAL_S)
+
+        self._outbox = Outbox(outbox_path, max_messages=outbox_max_messages, max_age_s=outbox_max_age_s)
+        if self._outbox.depth:
+            self._log.info(
+                "MQTT outbox %s holds %d messages from an earlier run", outbox_path, self._outbox.depth
+            )
+        self._acks: queue.SimpleQueue[tuple[int, ReasonCode | None]] = queue.SimpleQueue()
+        self._inflight: dict[int, int] = {}  # paho mid → outbox row id; sender thread only
+        self._cursor = 0  # highest outbox row id handed to paho; sender thread only
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"edgepipe-{pipeline}", protocol=mqtt.MQTTv5
+        )
+        if context is not None:
+            client.tls_set_context(context)
+            client.tls_insecure_set(tls_insecure)
+        if username is not None:
+            client.username_pw_set(username, password)
+        client.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+        client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._client = client
+        self._sender = threading.Thread(target=self._send_loop, name=f"mqtt-sender-{pipeline}", daemon=True)
+        self._sender.start()
+        client.connect_async(host, port, keepalive=keepalive_s)
+        client.loop_start()
+
+    # ------------------------------------------------------------ frame-loop side
+    @property
+    def connected(self) -> bool:
+        """True only between an accepted CONNACK and the next disconnect."""
+        return self._connected
+
+    @property
+    def outbox_depth(self) -> int:
+        return self._outbox.depth
+
+    @property
+    def outbox_dropped(self) -> int:
+        return self._outbox.dropped
+
+    def publish(self, event: Event) -> None:
+        """Queue one event (an SQLite insert); the sender thread delivers it."""
+        self._put(self.events_topic, event.to_json().encode(), retain=False, replace_key=None)
+
+    def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
+        """Queue the retained totals, replacing any not yet sent; unchanged totals are skipped."""
+        if counts == self._last_counts:
+            return
+        self._last_counts = {rule: dict(values) for rule, values in counts.items()}
+        payload = {"pipeline": self.pipeline, "ts": utc_iso(time.time()), "counts": counts}
+        self._put(self.counts_topic, _dumps(payload), retain=True, replace_key=self.counts_topic)
+
+    def publish_status(self, status: dict[str, object]) -> None:
+        """Publish retained stats now if connected (not queued: only the newest matters and it is
+        sent again on every connect)."""
+        self._status = dict(status)
+        if self._connected:
+            self._client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "connected": self._connected,
+            "outbox_depth": self._outbox.depth,
+            "outbox_dropped": self._outbox.dropped,
+            "sent": self.sent,
+            "delivered": self.delivered,
+            "rejected": self.rejected,
+            "reconnects": self.reconnects,
+            "connect_failures": self.connect_failures,
+        }
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what can be sent within `timeout_s` while connected, publish "offline", disconnect.
+        Whatever is left stays in the outbox for the next start."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout_s
+        self._wake.set()
+        while self._outbox.depth and self._connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        offline_sent = False
+        if self._connected:
+            offline = self._status_payload("offline")
+            info = self._client.publish(self.status_topic, offline, qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):  # connection lost meanwhile
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            offline_sent = info.is_published()
+        self._closing = True
+        # Without an acknowledged "offline", ask the broker to publish the Last Will (MQTT 5, reason 4).
+        self._client.disconnect(None if offline_sent else ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+        self._client.loop_stop()
+        self._stop.set()
+        self._wake.set()
+        self._sender.join()
+        left = self._outbox.depth
+        self._outbox.close()
+        if left:
+            self._log.warning(
+                "%d MQTT messages not yet acknowledged by %s stay in the outbox for the next start",
+                left,
+                self.broker,
+            )
+
+    def __enter__(self) -> MqttPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _put(self, topic: str, payload: bytes, *, retain: bool, replace_key: str | None) -> None:
+        try:
+            self._outbox.put(topic, payload, qos=self.qos, retain=retain, replace_key=replace_key)
+        except Exception as err:  # sqlite3.Error, disk full: keep counting, say so loudly
+            self.outbox_errors += 1
+            self._log.error("cannot write to the MQTT outbox (%s): message for %s lost", err, topic)
+            return
+        self._wake.set()
+
+    def _status_payload(self, state: str) -> bytes:
+        payload: dict[str, object] = {"state": state, "pipeline": self.pipeline, "ts": utc_iso(time.time())}
+        if state == "online":
+            payload.update(self._status)
+            payload["mqtt"] = self.stats()
+        return _dumps(payload)
+
+    # ------------------------------------------------------------ paho network thread
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: object,
+    ) -> None:
+        if reason_code.is_failure:
+            self._connected = False
+            self.connect_failures += 1
+            if self._refused_throttle():
+                who = f"user {self.username!r}" if self.username is not None else "anonymous clients"
+                self._log.error(
+                    "MQTT broker %s refused the connection (%s) for %s: check username and password "
+                    "(password_file / password_env) and the broker's ACL; retrying, events wait in the outbox "
+                    "(%d queued)",
+                    self.broker,
+                    reason_code,
+                    who,
+                    self._outbox.depth,
+                )
+            return
+        self._connected = True
+        self._connect_throttle.reset()
+        self._refused_throttle.reset()
+        self._log.info("connected to MQTT broker %s (%d messages queued)", self.broker, self._outbox.depth)
+        client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
+        self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        self.connect_failures += 1
+        if self._connect_throttle():
+            self._log.warning(
+                "cannot connect to MQTT broker %s (%d failed attempts so far): check host, port and TLS "
+                "settings and that the broker runs; retrying with backoff, events wait in the outbox (%d queued)",
+                self.broker,
+                self.connect_failures,
+                self._outbox.depth,
+            )
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: object,
+    ) -> None:
+        was_connected, self._connected = self._connected, False
+        if self._closing or not was_connected:
+            return
+        self.reconnects += 1
+        self._log.warning(
+            "lost the connection to MQTT broker %s (%s); reconnecting, events wait in the outbox",
+            self.broker,
+            reason_code,
+        )
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: object, mid: int, reason_code: ReasonCode, properties: object
+    ) -> None:
+        # Called under paho's message lock: only hand the ack over, never touch shared state here.
+        self._acks.put((mid, reason_code))
+        self._wake.set()
+
+    # ------------------------------------------------------------ sender thread
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            self._take_acks()
+            if self._connected and not self._stop.is_set():
+                self._send_pending()
+        self._take_acks()
+
+    def _take_acks(self) -> None:
+        while True:
+            try:
+                mid, reason_code = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            row_id = self._inflight.pop(mid, None)
+            if row_id is None:
+                continue  # a status message, published directly
+            if reason_code is not None and reason_code.is_failure:
+                # Sending it again would be refused again (e.g. the ACL forbids the topic).
+                self.rejected += 1
+                self._log.error(
+                    "MQTT broker %s refused a message (%s); it is dropped", self.broker, reason_code
+                )
+            else:
+                self.delivered += 1
+            self._outbox.ack(row_id)
+
+    def _send_pending(self) -> None:
+        free = self.max_inflight - len(self._inflight)
+        if free <= 0:
+            return
+        for message in self._outbox.pending(self._cursor, free):
+            info = self._client.publish(
+                message.topic, message.payload, qos=message.qos, retain=message.retain
+            )
+            # NO_CONN: paho keeps the message and sends it after the next CONNACK, like its in-flight ones
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                self._log.warning(
+                    "paho refused to queue a message (%s); retrying later", mqtt.error_string(info.rc)
+                )
+                return
+            self._inflight[info.mid] = message.id
+            self._cursor = message.id
+            self.sent += 1
+
+
+def _dumps(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
