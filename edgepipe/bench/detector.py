@@ -1,0 +1,175 @@
+"""`edgepipe bench detector`: detector speed as a ratio to OpenVINO's own throughput, and COCO mAP.
+
+Three speeds in one run, on the same compiled model and the same frames:
+- limit: OpenVINO alone — an AsyncInferQueue whose requests hold a pre-filled input tensor;
+- stage: `Detector.stream` over frames decoded beforehand (inference + copy + decode + NMS);
+- video: decode → `Detector.stream` on a real video file, frames read as they are needed.
+Rounds alternate limit/stage so that load from other processes hits both alike.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edgepipe.detect import Detector, ModelPool
+from edgepipe.errors import ConfigError, SourceError
+from edgepipe.types import Frame
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedReport:
+    limit_fps: list[float]  # one per round
+    stage_fps: list[float]
+    video_fps: float
+    frames: int
+    in_flight: int
+    limit_requests: int
+
+    @property
+    def stage_ratio(self) -> float:
+        """Median over rounds of stage / limit measured back to back."""
+        return statistics.median(s / lim for s, lim in zip(self.stage_fps, self.limit_fps))
+
+    @property
+    def video_ratio(self) -> float:
+        return self.video_fps / statistics.median(self.limit_fps)
+
+
+def read_frames(video: Path, count: int) -> list[Frame]:
+    """The first `count` frames of a video, decoded into memory (looping if it is shorter)."""
+    frames = list(iter_video(video, count))
+    if not frames:
+        raise SourceError(f"cannot read any frame from {video}: check the path and the codec")
+    while len(frames) < count:
+        frames.append(Frame(frames[len(frames) % len(frames)].image, len(frames), time.time(), None))
+    return frames
+
+
+def iter_video(video: Path, count: int) -> Iterator[Frame]:
+    """Decode up to `count` frames of a video file, one at a time."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise SourceError(f"cannot open video {video}: check the path and the codec")
+    try:
+        for index in range(count):
+            ok, image = capture.read()
+            if not ok:
+                return
+            yield Frame(image, index, time.time(), capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+    finally:
+        capture.release()
+
+
+def openvino_limit_fps(compiled: Any, image: NDArray[np.uint8], requests: int, frames: int) -> float:
+    """Throughput of the compiled model alone: `requests` async requests with a fixed input tensor."""
+    from openvino import AsyncInferQueue, Tensor
+
+    queue = AsyncInferQueue(compiled, requests)
+    tensor = Tensor(np.ascontiguousarray(image[None]))
+    for i in range(requests):
+        queue[i].set_input_tensor(tensor)
+    for _ in range(requests):  # warm-up: first inferences allocate memory for this input shape
+        queue.start_async()
+    queue.wait_all()
+    start = time.perf_counter()
+    for _ in range(frames):
+        queue.start_async()
+    queue.wait_all()
+    return frames / (time.perf_counter() - start)
+
+
+def stage_fps(detector: Detector, frames: list[Frame]) -> float:
+    start = time.perf_counter()
+    count = sum(1 for _ in detector.stream(frames))
+    return count / (time.perf_counter() - start)
+
+
+def measure_speed(detector: Detector, video: Path, frames: int, rounds: int = 3) -> SpeedReport:
+    """Limit and stage alternately for `rounds`, then the full video path once."""
+    decoded = read_frames(video, frames)
+    optimal = int(detector.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    limit_requests = max(optimal, detector.in_flight)
+    list(detector.stream(decoded[: 2 * detector.in_flight]))  # warm-up
+    limits, stages = [], []
+    for _ in range(rounds):
+        limits.append(openvino_limit_fps(detector.compiled, decoded[0].image, limit_requests, frames))
+        stages.append(stage_fps(detector, decoded))
+    start = time.perf_counter()
+    count = sum(1 for _ in detector.stream(iter_video(video, frames)))
+    video_fps = count / (time.perf_counter() - start)
+    return SpeedReport(limits, stages, video_fps, frames, detector.in_flight, limit_requests)
+
+
+def coco_eval(
+    model: Path,
+    coco_dir: Path,
+    *,
+    pool: ModelPool,
+    precision: str,
+    device: str = "CPU",
+    rgb: bool | None = None,
+) -> dict[str, float]:
+    """mAP@0.5:0.95 and AP50 on a COCO folder (val2017/ + annotations/instances_val2017.json),
+    official NanoDet protocol: score > 0.05, class-aware NMS 0.6, at most 100, every class per anchor."""
+    import contextlib
+    import io
+
+    import cv2
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    annotations = coco_dir / "annotations" / "instances_val2017.json"
+    images_dir = coco_dir / "val2017"
+    if not annotations.is_file() or not images_dir.is_dir():
+        raise ConfigError(f"{coco_dir}: expected val2017/ and annotations/instances_val2017.json inside")
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(str(annotations))
+    category_ids = sorted(truth.getCatIds())  # model class i is the i-th COCO category id
+    detector = Detector(
+        model, pool=pool, device=device, precision=precision,
+        score_threshold=0.05, nms_iou=0.6, max_detections=100, multi_label=True, rgb=rgb,
+    )  # fmt: skip
+    if len(detector.labels) != len(category_ids):
+        raise ConfigError(f"{model}: {len(detector.labels)} classes, COCO has {len(category_ids)}")
+    results: list[dict[str, Any]] = []
+    image_ids = sorted(truth.getImgIds())
+    for image_id in image_ids:
+        info = truth.loadImgs(image_id)[0]
+        image = cv2.imread(str(images_dir / info["file_name"]))
+        if image is None:
+            raise SourceError(f"cannot read {images_dir / info['file_name']}")
+        found = detector.detect(Frame(image, image_id, 0.0, None))
+        for (x1, y1, x2, y2), score, class_id in zip(
+            found.xyxy.tolist(), found.score.tolist(), found.class_id
+        ):
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": category_ids[int(class_id)],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": score,
+                }
+            )
+    if not results:
+        return {"mAP": 0.0, "AP50": 0.0, "images": float(len(image_ids))}
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation = COCOeval(truth, truth.loadRes(json.loads(json.dumps(results))), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return {
+        "mAP": float(evaluation.stats[0]),
+        "AP50": float(evaluation.stats[1]),
+        "images": float(len(image_ids)),
+    }
