@@ -37,7 +37,7 @@ class SpeedReport:
     @property
     def stage_ratio(self) -> float:
         """Median over rounds of stage / limit measured back to back."""
-        return statistics.median(s / lim for s, lim in zip(self.stage_fps, self.limit_fps))
+        return statistics.median(s / lim for s, lim in zip(self.stage_fps, self.limit_fps, strict=True))
 
     @property
     def video_ratio(self) -> float:
@@ -151,7 +151,7 @@ def coco_eval(
             raise SourceError(f"cannot read {images_dir / info['file_name']}")
         found = detector.detect(Frame(image, image_id, 0.0, None))
         for (x1, y1, x2, y2), score, class_id in zip(
-            found.xyxy.tolist(), found.score.tolist(), found.class_id
+            found.xyxy.tolist(), found.score.tolist(), found.class_id, strict=True
         ):
             results.append(
                 {
