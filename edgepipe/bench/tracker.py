@@ -1,0 +1,254 @@
+"""`edgepipe bench tracker`: SORT on the MOT15 sequences and on synthetic crowds.
+
+Accuracy: MOTA, IDF1 and ID switches from py-motmetrics 1.4 (IoU 0.5, gt rows with flag 0 left out),
+the settings of the SORT reference numbers in ../shared/data/PROVENANCE.md. Speed: only the
+`update` calls are timed, for edgepipe's SortTracker and for roboflow `trackers`' SORTTracker
+(set up like SORT) on the same detections in the same run, and reported as ratios.
+motmetrics and trackers are dev tools: imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepipe.errors import EdgepipeError
+from edgepipe.mot import read_detections, track_frames, write_results
+from edgepipe.track import SortTracker
+from edgepipe.types import Detections
+
+SYNTHETIC_TARGETS = (10, 50, 500)
+
+
+@dataclass(frozen=True)
+class SortParams:
+    """The three SORT parameters, given to both trackers."""
+
+    max_age: int = 1
+    min_hits: int = 3
+    iou_threshold: float = 0.3
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """One MOT sequence folder: det/det.txt and, when present, gt/gt.txt."""
+
+    name: str
+    detections: Path
+    ground_truth: Path | None
+
+
+def default_data_dir() -> Path:
+    """../shared/data/mot15 beside the checkout that holds this package."""
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "mot15"
+
+
+def find_sequences(data_dir: Path) -> list[Sequence]:
+    """Every `<name>/det/det.txt` under data_dir, sorted by name."""
+    found = sorted(data_dir.glob("*/det/det.txt"))
+    if not found:
+        raise EdgepipeError(f"no <sequence>/det/det.txt under {data_dir}: pass --data with MOT sequences")
+    sequences = []
+    for det in found:
+        gt = det.parent.parent / "gt" / "gt.txt"
+        sequences.append(Sequence(det.parent.parent.name, det, gt if gt.is_file() else None))
+    return sequences
+
+
+@contextmanager
+def _motmetrics_numpy() -> Iterator[None]:
+    """Lend py-motmetrics 1.4 the `np.asfarray` that NumPy 2 removed, for this block only."""
+    added = not hasattr(np, "asfarray")
+    if added:
+        np.asfarray = lambda a, dtype=float: np.asarray(a, dtype=dtype)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if added:
+            del np.asfarray  # type: ignore[attr-defined]
+
+
+def mot_scores(pairs: dict[str, tuple[Path, Path | str]]) -> dict[str, dict[str, float]]:
+    """{name: (gt.txt, results file or text)} → {name: scores} plus "OVERALL" over all of them.
+
+    Scores: mota, idf1, num_switches, num_false_positives, num_misses, precision, recall."""
+    import motmetrics as mm
+
+    metrics = ["mota", "idf1", "num_switches", "num_false_positives", "num_misses", "precision", "recall"]
+    with _motmetrics_numpy():
+        accumulators = []
+        for gt_path, results in pairs.values():
+            gt = mm.io.loadtxt(str(gt_path), fmt="mot15-2D", min_confidence=1)
+            source = io.StringIO(results) if isinstance(results, str) else str(results)
+            hypotheses = mm.io.loadtxt(source, fmt="mot15-2D")
+            accumulators.append(mm.utils.compare_to_groundtruth(gt, hypotheses, "iou", distth=0.5))
+        table = mm.metrics.create().compute_many(
+            accumulators, metrics=metrics, names=list(pairs), generate_overall=True
+        )
+    return {str(name): {m: float(row[m]) for m in metrics} for name, row in table.iterrows()}
+
+
+def run_ours(frames: dict[int, Detections], params: SortParams) -> tuple[str, float]:
+    """Track one sequence → (MOT results text, seconds spent in update)."""
+    tracker = SortTracker(params.max_age, params.min_hits, params.iou_threshold)
+    out = io.StringIO()
+    seconds = 0.0
+    frame_iter = iter(frames.items())
+    for frame, detections in frame_iter:
+        start = time.perf_counter()
+        tracks = tracker.update(detections, frame_index=frame)
+        seconds += time.perf_counter() - start
+        write_results(out, frame, tracks)
+    return out.getvalue(), seconds
+
+
+def _peer(params: SortParams) -> Any:
+    """roboflow trackers' SORTTracker with SORT's state, parameters and no score gate."""
+    from trackers import SORTTracker
+    from trackers.utils.state_representations import XCYCSRStateEstimator
+
+    return SORTTracker(
+        lost_track_buffer=params.max_age,
+        frame_rate=30.0,  # makes lost_track_buffer a count of frames
+        track_activation_threshold=0.0,
+        minimum_consecutive_frames=params.min_hits,
+        minimum_iou_threshold=params.iou_threshold,
+        state_estimator_class=XCYCSRStateEstimator,
+    )
+
+
+def _as_supervision(frames: list[Detections]) -> list[Any]:
+    import supervision as sv
+
+    return [sv.Detections(xyxy=d.xyxy, confidence=d.score, class_id=d.class_id) for d in frames]
+
+
+def time_per_frame(frames: list[Detections], params: SortParams, skip: int = 0) -> tuple[float, float]:
+    """Mean seconds per update call, ours and the peer's, over frames[skip:] of one run each."""
+    ours = SortTracker(params.max_age, params.min_hits, params.iou_threshold)
+    peer = _peer(params)
+    theirs = _as_supervision(frames)
+    ours_s = peer_s = 0.0
+    for i, (detections, sv_detections) in enumerate(zip(frames, theirs, strict=True)):
+        start = time.perf_counter()
+        ours.update(detections)
+        middle = time.perf_counter()
+        peer.update(sv_detections)
+        end = time.perf_counter()
+        if i >= skip:
+            ours_s += middle - start
+            peer_s += end - middle
+    count = max(len(frames) - skip, 1)
+    return ours_s / count, peer_s / count
+
+
+def synthetic_frames(targets: int, frames: int, seed: int = 0) -> list[Detections]:
+    """A crowd of `targets` 40x80 boxes at constant velocity with 1 px noise and 5% misses.
+
+    The scene grows with the crowd (about 25 box areas per target), so boxes overlap about as
+    often at 10 as at 500 targets; targets leaving one side come back on the other."""
+    rng = np.random.default_rng(seed)
+    side = np.sqrt(targets * 25 * 40 * 80)
+    start = rng.uniform(0, side, (targets, 2))
+    velocity = rng.uniform(-3, 3, (targets, 2))
+    size = np.array([40.0, 80.0])
+    out = []
+    for f in range(frames):
+        top_left = (start + f * velocity) % side
+        xyxy = np.concatenate([top_left, top_left + size], axis=1) + rng.normal(0, 1, (targets, 4))
+        seen = rng.random(targets) >= 0.05
+        out.append(
+            Detections(
+                xyxy[seen].astype(np.float32),
+                rng.uniform(0.5, 1, int(seen.sum())).astype(np.float32),
+                np.zeros(int(seen.sum()), np.int32),
+            )
+        )
+    return out
+
+
+def run_benchmark(data_dir: Path, params: SortParams, repeats: int = 3) -> dict[str, Any]:
+    """Everything `edgepipe bench tracker` prints, as one JSON-ready dict."""
+    sequences = find_sequences(data_dir)
+    per_sequence: dict[str, dict[str, Any]] = {}
+    to_score: dict[str, tuple[Path, Path | str]] = {}
+    total_frames, ours_total, peer_total = 0, 0.0, 0.0
+    for seq in sequences:
+        frames = read_detections(seq.detections)
+        results, ours_s = run_ours(frames, params)
+        # Speed: the best of `repeats` alternating runs of both on the same detections.
+        ours_best, peer_best = ours_s / len(frames), float("inf")
+        for _ in range(repeats):
+            ours_mean, peer_mean = time_per_frame(list(frames.values()), params)
+            ours_best, peer_best = min(ours_best, ours_mean), min(peer_best, peer_mean)
+        total_frames += len(frames)
+        ours_total += ours_best * len(frames)
+        peer_total += peer_best * len(frames)
+        per_sequence[seq.name] = {
+            "frames": len(frames),
+            "fps": 1.0 / ours_best,
+            "peer_fps": 1.0 / peer_best,
+            "speedup": peer_best / ours_best,
+        }
+        if seq.ground_truth is not None:
+            to_score[seq.name] = (seq.ground_truth, results)
+    scores = mot_scores(to_score) if to_score else {}
+    for name, values in scores.items():
+        per_sequence.setdefault(name, {}).update(values)
+    overall = per_sequence.pop("OVERALL", {})
+    overall.update(
+        {
+            "frames": total_frames,
+            "fps": total_frames / ours_total,
+            "peer_fps": total_frames / peer_total,
+            "speedup": peer_total / ours_total,
+        }
+    )
+    synthetic = {}
+    for targets in SYNTHETIC_TARGETS:
+        frames_list = synthetic_frames(targets, 60 if targets >= 500 else 200)
+        best = (float("inf"), float("inf"))
+        for _ in range(repeats):
+            ours_mean, peer_mean = time_per_frame(frames_list, params, skip=10)
+            best = (min(best[0], ours_mean), min(best[1], peer_mean))
+        synthetic[str(targets)] = {
+            "ours_ms": best[0] * 1e3,
+            "peer_ms": best[1] * 1e3,
+            "speedup": best[1] / best[0],
+        }
+    return {
+        "params": vars(params) | {},
+        "peer": "trackers.SORTTracker (roboflow trackers), XCYCSR state, same max_age/min_hits/IoU",
+        "sequences": per_sequence,
+        "overall": overall,
+        "synthetic": synthetic,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The benchmark dict as aligned text tables."""
+    lines = [
+        f"{'sequence':<16}{'frames':>7}{'MOTA':>8}{'IDF1':>8}{'IDs':>6}{'fps':>10}{'peer fps':>10}{'speedup':>9}"
+    ]
+    rows = [*report["sequences"].items(), ("OVERALL", report["overall"])]
+    for name, row in rows:
+        if "mota" in row:
+            accuracy = f"{row['mota']:>8.3f}{row['idf1']:>8.3f}{int(row['num_switches']):>6d}"
+        else:
+            accuracy = f"{'-':>8}{'-':>8}{'-':>6}"
+        speed = f"{row['fps']:>10.0f}{row['peer_fps']:>10.0f}{row['speedup']:>8.1f}x"
+        lines.append(f"{name:<16}{row['frames']:>7d}{accuracy}{speed}")
+    lines.append("")
+    lines.append(f"{'targets':<16}{'ours ms':>10}{'peer ms':>10}{'speedup':>9}   (mean per-frame update)")
+    for targets, row in report["synthetic"].items():
+        lines.append(f"{targets:<16}{row['ours_ms']:>10.3f}{row['peer_ms']:>10.3f}{row['speedup']:>8.1f}x")
+    lines.append("")
+    lines.append(f"peer: {report['peer']}")
+    return "\n".join(lines)
