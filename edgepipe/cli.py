@@ -53,11 +53,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _add_detect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("detect", help="run the detector on an image or a video and print detections")
     p.add_argument("input", metavar="IMAGE_OR_VIDEO")
+    p.add_argument("--model", metavar="M", help="IR .xml or ONNX (default: nanodet-plus-m_416_fp16.xml)")
+    p.add_argument("--threshold", type=float, default=0.4, metavar="F", help="score threshold (default 0.4)")
+    p.add_argument("--classes", metavar="NAMES", help="keep only these labels, e.g. person,car")
+    p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO (default CPU)")
+    p.add_argument("--precision", default="auto", choices=("auto", "f32", "bf16", "f16"))
+    p.add_argument("--json", action="store_true", help="JSON: a list per image, one object per video frame")
+    p.add_argument("--out", metavar="PATH", help="write the annotated image (or .mp4 for a video)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="video: stop after N frames")
     p.set_defaults(handler=_cmd_detect)
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    raise EdgepipeError("edgepipe detect is not built yet")
+    from edgepipe.detect.command import detect_command
+
+    return detect_command(args)
 
 
 # ---------------------------------------------------------------- track (issue 3)
@@ -89,11 +99,22 @@ def _cmd_bench_tracker(args: argparse.Namespace) -> int:
 
 def _add_bench_detector(what: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = what.add_parser("detector", help="detector FPS against OpenVINO's own throughput; COCO mAP")
+    p.add_argument("--model", action="append", metavar="M", help="model file; repeat for several (--coco)")
+    p.add_argument("--video", metavar="V", help="video for the speed runs (default ../shared/data/video/vtest.mp4)")
+    p.add_argument("--frames", type=int, default=200, metavar="N", help="frames per speed round (default 200)")
+    p.add_argument("--rounds", type=int, default=3, metavar="N", help="alternating limit/stage rounds (default 3)")
+    p.add_argument("--precision", default="auto", choices=("auto", "f32", "bf16", "f16"))
+    p.add_argument("--hint", default="throughput", choices=("throughput", "latency"))
+    p.add_argument("--in-flight", type=int, metavar="N", help="requests in flight (default: optimal + 1)")
+    p.add_argument("--coco", metavar="DIR", help="also evaluate mAP on a COCO folder (e.g. ../shared/data/coco)")
+    p.add_argument("--no-speed", action="store_true", help="skip the speed runs (with --coco)")
     p.set_defaults(handler=_cmd_bench_detector)
 
 
 def _cmd_bench_detector(args: argparse.Namespace) -> int:
-    raise EdgepipeError("edgepipe bench detector is not built yet")
+    from edgepipe.bench.detector import bench_command
+
+    return bench_command(args)
 
 
 # ---------------------------------------------------------------- models (issue 2)

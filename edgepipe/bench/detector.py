@@ -9,6 +9,7 @@ Rounds alternate limit/stage so that load from other processes hits both alike.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -66,7 +67,9 @@ def iter_video(video: Path, count: int) -> Iterator[Frame]:
             ok, image = capture.read()
             if not ok:
                 return
-            yield Frame(image, index, time.time(), capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+            yield Frame(
+                np.asarray(image, np.uint8), index, time.time(), capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            )
     finally:
         capture.release()
 
@@ -149,7 +152,7 @@ def coco_eval(
         image = cv2.imread(str(images_dir / info["file_name"]))
         if image is None:
             raise SourceError(f"cannot read {images_dir / info['file_name']}")
-        found = detector.detect(Frame(image, image_id, 0.0, None))
+        found = detector.detect(Frame(np.asarray(image, np.uint8), image_id, 0.0, None))
         for (x1, y1, x2, y2), score, class_id in zip(
             found.xyxy.tolist(), found.score.tolist(), found.class_id, strict=True
         ):
@@ -173,3 +176,50 @@ def coco_eval(
         "AP50": float(evaluation.stats[1]),
         "images": float(len(image_ids)),
     }
+
+
+def _print_speed(model: Path, report: SpeedReport, precision: str, hint: str) -> None:
+    median_limit = statistics.median(report.limit_fps)
+    print(
+        f"{model.name} ({precision}, {hint}, {report.frames} frames x {len(report.limit_fps)} rounds, "
+        f"{report.in_flight} in flight; limit with {report.limit_requests} requests)"
+    )
+    print(f"  OpenVINO limit   {_fps_list(report.limit_fps)}  median {median_limit:6.1f} FPS")
+    print(
+        f"  detector stage   {_fps_list(report.stage_fps)}  median {statistics.median(report.stage_fps):6.1f} FPS"
+        f"  ratio {report.stage_ratio:.3f}"
+    )
+    print(f"  video decode+det {report.video_fps:6.1f} FPS  ratio {report.video_ratio:.3f}")
+
+
+def _fps_list(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:6.1f}" for v in values) + "]"
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    from edgepipe.detect.command import REPO, default_model
+
+    models = [Path(m) for m in args.model] if args.model else [default_model()]
+    video = Path(args.video) if args.video else REPO.parent / "shared" / "data" / "video" / "vtest.mp4"
+    if args.frames < 1 or args.rounds < 1:
+        raise ConfigError("--frames and --rounds must be at least 1")
+    pool = ModelPool()
+    for model in models:
+        if not args.no_speed:
+            detector = Detector(
+                model,
+                pool=pool,
+                precision=args.precision,
+                performance_hint=args.hint,
+                in_flight=args.in_flight,
+            )
+            _print_speed(
+                model, measure_speed(detector, video, args.frames, args.rounds), args.precision, args.hint
+            )
+        if args.coco:
+            scores = coco_eval(model, Path(args.coco), pool=pool, precision=args.precision)
+            print(
+                f"  COCO {int(scores['images'])} images (score 0.05, NMS 0.6, max 100): "
+                f"mAP@0.5:0.95 {scores['mAP']:.3f}  AP50 {scores['AP50']:.3f}"
+            )
+    return 0
