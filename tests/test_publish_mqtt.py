@@ -1,0 +1,372 @@
+"""MqttPublisher against a real mosquitto and a real paho subscriber: exact payloads, retained
+counts/status, Last Will, broker outage, SIGKILL with the broker down, bad settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from edgepipe.errors import BrokerError
+from edgepipe.publish.mqtt import MqttPublisher
+from edgepipe.publish.outbox import Outbox
+from edgepipe.types import Event
+from tests.fixtures.mqtt import Broker, Subscriber, TlsFiles, door_frame, door_rules, door_traffic, free_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+EVENTS = "edgepipe/door/events"
+COUNTS = "edgepipe/door/counts"
+STATUS = "edgepipe/door/status"
+
+
+def event(n: int) -> Event:
+    return Event(
+        "line_cross", "door", "entry", n, "person", 0.9, (1, 2, 3, 4), n, 1_800_000_000.0 + n, direction="in"
+    )
+
+
+def publisher(broker: Broker, tmp_path: Path, **kwargs: object) -> MqttPublisher:
+    options: dict[str, object] = {
+        "host": broker.host,
+        "port": broker.port,
+        "outbox_path": tmp_path / "outbox.sqlite",
+    }
+    options.update(kwargs)
+    return MqttPublisher("door", reconnect_max_s=1, **options)  # type: ignore[arg-type]
+
+
+def outbox_depth(path: Path) -> int:
+    box = Outbox(path)
+    depth = box.depth
+    box.close()
+    return depth
+
+
+def ids(messages: list[dict[str, object]]) -> list[str]:
+    return [str(m["id"]) for m in messages]
+
+
+def test_events_counts_and_status_reach_a_subscriber_exactly(
+    broker: Broker, subscribe: Callable[..., Subscriber], tmp_path: Path
+) -> None:
+    sub = subscribe(broker, "edgepipe/#")
+    pub = publisher(broker, tmp_path)
+    events = [event(n) for n in range(20)]
+    for e in events:  # published at once, most of them before the CONNACK
+        pub.publish(e)
+    pub.publish_counts({"entry": {"in": 20, "out": 0}})
+    pub.publish_counts({"entry": {"in": 20, "out": 0}})  # unchanged: not sent again
+    assert sub.wait_for(lambda s: len(s.payloads(EVENTS)) == 20 and len(s.payloads(COUNTS)) == 1)
+    assert sub.payloads(EVENTS) == [e.to_dict() for e in events]  # every field, in order
+    assert sub.payloads(COUNTS)[0]["counts"] == {"entry": {"in": 20, "out": 0}}
+    pub.publish_status({"fps": 12.5, "frames": 100})
+    assert sub.wait_for(lambda s: any("fps" in p for p in s.payloads(STATUS)))
+    assert pub.connected
+    assert (pub.delivered, pub.outbox_depth) == (21, 0)
+    pub.close()
+    assert sub.wait_for(lambda s: s.payloads(STATUS)[-1]["state"] == "offline")
+    statuses = sub.payloads(STATUS)
+    assert statuses[0]["state"] == "online"
+    stats = next(p for p in statuses if "fps" in p)
+    assert (stats["state"], stats["fps"], stats["frames"], stats["pipeline"]) == ("online", 12.5, 100, "door")
+    assert outbox_depth(tmp_path / "outbox.sqlite") == 0
+    # a late subscriber gets the retained totals and the retained offline status
+    late = subscribe(broker, "edgepipe/door/+")
+    assert late.wait_for(lambda s: len(s.messages) == 2)
+    retained = {t: (json.loads(p), r) for t, p, r in late.messages}
+    assert retained[COUNTS][0]["counts"] == {"entry": {"in": 20, "out": 0}}
+    assert retained[STATUS][0]["state"] == "offline"
+    assert all(r for _, r in retained.values())
+    assert ids(sub.payloads(EVENTS)) == [e.id for e in events]
+
+
+def test_only_the_latest_counts_are_kept_while_disconnected(
+    mosquitto: Callable[..., Broker], subscribe: Callable[..., Subscriber], tmp_path: Path
+) -> None:
+    broker = mosquitto(start=False)
+    pub = publisher(broker, tmp_path)
+    for n in range(1, 6):
+        pub.publish_counts({"entry": {"in": n}})
+    assert pub.outbox_depth == 1
+    pub.close(0.1)
+    broker.start()
+    sub = subscribe(broker, COUNTS)
+    pub = publisher(broker, tmp_path)
+    assert sub.wait_for(lambda s: len(s.messages) == 1)
+    assert sub.payloads()[0]["counts"] == {"entry": {"in": 5}}
+    pub.close()
+
+
+def test_last_will_says_offline_when_the_process_dies(
+    broker: Broker, subscribe: Callable[..., Subscriber], tmp_path: Path
+) -> None:
+    child = (
+        "import os, signal, sys, time\n"
+        "from edgepipe.publish.mqtt import MqttPublisher\n"
+        "p = MqttPublisher('door', host='127.0.0.1', port=int(sys.argv[1]), outbox_path=sys.argv[2], keepalive_s=5)\n"
+        "while not p.connected: time.sleep(0.05)\n"
+        "print('connected', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    sub = subscribe(broker, STATUS)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child, str(broker.port), str(tmp_path / "o.sqlite")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "connected"
+        assert sub.wait_for(lambda s: [p["state"] for p in s.payloads()] == ["online"])
+    finally:
+        proc.kill()  # the socket closes without DISCONNECT: the broker publishes the will
+        proc.wait()
+    assert sub.wait_for(lambda s: [p["state"] for p in s.payloads()] == ["online", "offline"])
+
+
+@pytest.mark.slow
+def test_broker_outage_of_10_s_loses_nothing(
+    mosquitto: Callable[..., Broker], subscribe: Callable[..., Subscriber], tmp_path: Path
+) -> None:
+    """Rules produce events at ~10/s; the broker is stopped for 10.5 s in the middle and restarted.
+    The subscriber (persistent session, so the restarted broker queues for it) gets every id."""
+    broker = mosquitto(persistence=True)
+    sub = subscribe(broker, EVENTS, session=True, client_id="outage-sub")
+    pub = publisher(broker, tmp_path)
+    rules = door_rules("door")
+    produced: list[Event] = []
+    depth_during_outage = 0
+    index = 0
+
+    def run_for(seconds: float) -> None:
+        nonlocal index
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for e in rules.update(door_traffic(index), door_frame(index)):
+                pub.publish(e)
+                produced.append(e)
+            pub.publish_counts(rules.counts())
+            index += 1
+            time.sleep(0.02)
+
+    run_for(2.0)
+    assert sub.wait_for(lambda s: len(s.messages) > 0)
+    broker.stop()
+    run_for(10.5)
+    depth_during_outage = pub.outbox_depth
+    assert not pub.connected
+    broker.start()
+    run_for(2.0)
+    pub.close(timeout_s=30)
+    assert sub.wait_for(lambda s: set(ids(s.payloads())) >= {e.id for e in produced}, timeout_s=30)
+    received = sub.payloads()
+    counts = Counter(ids(received))
+    duplicates = sum(c - 1 for c in counts.values())
+    print(
+        f"\noutage: produced {len(produced)} events, received {len(received)} messages, "
+        f"{len(counts)} unique, {duplicates} duplicates, outbox depth during outage {depth_during_outage}"
+    )
+    assert set(counts) == {e.id for e in produced}
+    by_id = {e.id: e.to_dict() for e in produced}
+    assert all(m == by_id[m["id"]] for m in received)
+    assert depth_during_outage > 10
+    assert pub.reconnects >= 1
+    assert outbox_depth(tmp_path / "outbox.sqlite") == 0
+
+
+_CHILD = """
+import sys, time
+from edgepipe.publish import FanoutPublisher
+from edgepipe.publish.jsonl import JsonlSink
+from edgepipe.publish.mqtt import MqttPublisher
+from tests.fixtures.mqtt import door_frame, door_rules, door_traffic
+port, outbox, jsonl, frames = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+# the outbox commits before the JSON line is written, so every id in the file is in the outbox
+pub = FanoutPublisher([MqttPublisher("door", host="127.0.0.1", port=port, outbox_path=outbox, reconnect_max_s=1),
+                       JsonlSink(jsonl)])
+rules = door_rules("door")
+for index in range(frames):
+    for event in rules.update(door_traffic(index), door_frame(index)):
+        pub.publish(event)
+    time.sleep(0.01)
+pub.close(timeout_s=30)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_while_the_broker_is_down_then_restart_delivers_the_backlog(
+    mosquitto: Callable[..., Broker], subscribe: Callable[..., Subscriber], tmp_path: Path
+) -> None:
+    broker = mosquitto(persistence=True)
+    subscribe(broker, EVENTS, session=True, client_id="restart-sub").close()  # leave a session behind
+    broker.stop()
+    outbox, jsonl = tmp_path / "outbox.sqlite", tmp_path / "produced.jsonl"
+    cmd = [sys.executable, "-c", _CHILD, str(broker.port), str(outbox), str(jsonl)]
+    first = subprocess.Popen([*cmd, "100000"], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while (not jsonl.exists() or jsonl.read_text().count("\n") < 30) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.kill(first.pid, signal.SIGKILL)  # mid-run, with the broker down
+        first.wait()
+    assert first.returncode == -signal.SIGKILL
+    produced = [json.loads(line) for line in jsonl.read_text().splitlines() if line.endswith("}")]
+    assert len(produced) >= 30
+    backlog = outbox_depth(outbox)
+
+    broker.start()
+    sub = subscribe(broker, EVENTS, session=True, client_id="restart-sub")
+    second = subprocess.run([*cmd, "0"], cwd=REPO, timeout=60)  # no new frames: only the backlog
+    assert second.returncode == 0
+    assert sub.wait_for(lambda s: set(ids(s.payloads())) >= set(ids(produced)), timeout_s=20)
+    received = sub.payloads()
+    counts = Counter(ids(received))
+    print(
+        f"\nrestart: produced {len(produced)} events before SIGKILL, outbox backlog {backlog}, "
+        f"received {len(received)} messages, {len(counts)} unique, {sum(c - 1 for c in counts.values())} duplicates"
+    )
+    assert set(ids(produced)) <= set(counts)
+    # at most the one event committed to the outbox but not yet written to the JSON file when killed
+    assert len(set(counts) - set(ids(produced))) <= 1
+    assert backlog in (len(produced), len(produced) + 1)
+    assert outbox_depth(outbox) == 0
+
+
+# ---------------------------------------------------------------- bad settings
+def test_unreachable_broker_logs_a_retry_line_and_keeps_events(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()  # nothing listens here
+    with caplog.at_level(logging.INFO, logger="edgepipe.publish"):
+        pub = MqttPublisher(
+            "door", host="127.0.0.1", port=port, outbox_path=tmp_path / "o.sqlite", reconnect_max_s=1
+        )
+        for n in range(5):
+            pub.publish(event(n))  # never blocks, never raises
+        deadline = time.monotonic() + 10
+        while pub.connect_failures < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pub.connected
+        pub.close(timeout_s=0.5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"door: cannot connect to MQTT broker 127.0.0.1:{port} (1 failed attempts so far)" in warnings[0]
+    assert "events wait in the outbox" in warnings[0]
+    # rate-limited: two failures, one line (plus the closing note about the outbox)
+    assert sum("cannot connect" in w for w in warnings) == 1
+    assert "5 MQTT messages not yet acknowledged" in warnings[-1]
+    assert "Traceback" not in caplog.text
+    assert outbox_depth(tmp_path / "o.sqlite") == 5
+
+
+def test_wrong_password_is_a_clear_error_and_never_logged(
+    mosquitto: Callable[..., Broker], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = mosquitto(users={"edge": "right-horse-battery"})
+    with caplog.at_level(logging.INFO, logger="edgepipe.publish"):
+        pub = publisher(broker, tmp_path, username="edge", password="wrong-staple-42")
+        pub.publish(event(1))
+        deadline = time.monotonic() + 10
+        while pub.connect_failures < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pub.connected
+        pub.close(timeout_s=0.5)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        f"door: MQTT broker 127.0.0.1:{broker.port} refused the connection (Not authorized) for user 'edge': "
+        "check username and password (password_file / password_env) and the broker's ACL; retrying, "
+        "events wait in the outbox (1 queued)"
+    ]
+    assert "wrong-staple-42" not in caplog.text
+    assert outbox_depth(tmp_path / "outbox.sqlite") == 1
+
+
+def test_right_password_delivers(
+    mosquitto: Callable[..., Broker], subscribe: Callable[..., Subscriber], tmp_path: Path
+) -> None:
+    broker = mosquitto(users={"edge": "right-horse-battery"})
+    sub = subscribe(broker, EVENTS, username="edge", password="right-horse-battery")
+    pub = publisher(broker, tmp_path, username="edge", password="right-horse-battery")
+    sent = event(7)
+    pub.publish(sent)
+    assert sub.wait_for(lambda s: len(s.messages) == 1)
+    assert sub.payloads() == [sent.to_dict()]
+    pub.close()
+
+
+def test_tls_with_ca_and_client_certificate_delivers(
+    mosquitto: Callable[..., Broker], tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    broker = mosquitto(tls=tls_files, require_client_cert=True)
+    pub = publisher(
+        broker,
+        tmp_path,
+        tls_ca_file=tls_files.ca,
+        tls_cert_file=tls_files.client_cert,
+        tls_key_file=tls_files.client_key,
+    )
+    for n in range(3):
+        pub.publish(event(n))
+    deadline = time.monotonic() + 10
+    while pub.delivered < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (pub.connected, pub.delivered, pub.outbox_depth) == (True, 3, 0)
+    pub.close()
+
+
+def test_tls_with_a_ca_that_did_not_sign_the_server_retries_with_a_warning(
+    mosquitto: Callable[..., Broker], tls_files: TlsFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = mosquitto(tls=tls_files)
+    with caplog.at_level(logging.WARNING, logger="edgepipe.publish"):
+        pub = publisher(broker, tmp_path, tls_ca_file=tls_files.client_cert)  # a certificate, not our CA
+        deadline = time.monotonic() + 10
+        while pub.connect_failures < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pub.connected
+        pub.close(timeout_s=0.1)
+    assert f"cannot connect to MQTT broker 127.0.0.1:{broker.port}" in caplog.text
+    assert "check host, port and TLS settings" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing_ca", r"MQTT tls.ca_file .*/nope.crt does not exist or is not a file"),
+        ("garbage_ca", r"MQTT tls.ca_file .*/garbage.crt is not a PEM CA certificate"),
+        ("missing_cert", r"MQTT tls.cert_file .*/nope.crt does not exist or is not a file"),
+        ("key_without_cert", r"MQTT tls.key_file .*client.key is set without tls.cert_file"),
+        ("mismatched_key", r"MQTT client certificate .*client.crt \(key .*server.key\) cannot be loaded"),
+    ],
+)
+def test_bad_tls_files_fail_at_construction_naming_the_file(
+    kind: str, message: str, tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "garbage.crt"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    table: dict[str, dict[str, object]] = {
+        "missing_ca": {"tls_ca_file": tmp_path / "nope.crt"},
+        "garbage_ca": {"tls_ca_file": garbage},
+        "missing_cert": {"tls_ca_file": tls_files.ca, "tls_cert_file": tmp_path / "nope.crt"},
+        "key_without_cert": {"tls_ca_file": tls_files.ca, "tls_key_file": tls_files.client_key},
+        "mismatched_key": {
+            "tls_ca_file": tls_files.ca,
+            "tls_cert_file": tls_files.client_cert,
+            "tls_key_file": tls_files.server_key,
+        },
+    }
+    options = table[kind]
+    with pytest.raises(BrokerError, match=message):
+        MqttPublisher("door", host="127.0.0.1", port=1, outbox_path=tmp_path / "o.sqlite", **options)  # type: ignore[arg-type]
+    Outbox(tmp_path / "o.sqlite").close()  # nothing left locked behind
