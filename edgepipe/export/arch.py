@@ -51,4 +51,4 @@ COCO_LABELS: tuple[str, ...] = (
 
 def num_priors(size: int, strides: tuple[int, ...] = (8, 16, 32, 64)) -> int:
     """Rows of the output for a square input of side `size`: Σ ceil(size/s)² over the strides."""
-    return sum(-(-size // s) ** 2 for s in strides)
+    return sum(-((-size // s) ** 2) for s in strides)

@@ -12,7 +12,7 @@ import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -81,7 +81,11 @@ def load_strict(model: nn.Module, state: Mapping[str, Tensor], origin: str) -> N
             f"({len(missing)} missing, {len(unexpected)} unexpected keys): "
             f"missing {_some(missing)}; unexpected {_some(unexpected)}. Check --arch and the number of labels"
         )
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if v.shape != state[k].shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if v.shape != state[k].shape
+    ]
     if wrong:
         raise ModelError(
             f"{origin}: {len(wrong)} tensors have the wrong shape (checkpoint vs model): {_some(wrong)}. "
@@ -124,8 +128,8 @@ def load_onnx_weights(model: nn.Module, path: Path) -> None:
                 conv.bias.copy_(folded_bias)
             else:
                 bn.weight.fill_(1.0)
-                bn.running_mean.zero_()
-                bn.running_var.fill_(1.0 - bn.eps)  # so that sqrt(var + eps) is exactly 1
+                cast(Tensor, bn.running_mean).zero_()
+                cast(Tensor, bn.running_var).fill_(1.0 - bn.eps)  # so that sqrt(var + eps) is exactly 1
                 bn.bias.copy_(folded_bias)
 
 
@@ -170,8 +174,9 @@ def _some(keys: list[str], limit: int = 8) -> str:
 def _torch_load(path: Path) -> Any:
     """torch.load without running pickled code.
 
-    Lightning checkpoints also pickle training objects (NanoDet's config, callbacks). Those classes
-    are replaced by inert stand-ins instead of being imported, so no code from the file runs.
+    Lightning checkpoints also pickle training objects (NanoDet's config, callbacks) that PyTorch's
+    weights-only loader refuses. For those, a second pass replaces every class outside PyTorch's own
+    weights-only allowlist with an inert stand-in, so nothing named in the file is imported or run.
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -181,26 +186,46 @@ def _torch_load(path: Path) -> Any:
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
         raise _corrupt(path, error) from None
     try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        stand_ins = [(_opaque_class(name), name) for name in names]
-        with torch.serialization.safe_globals(stand_ins):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_InertPickle)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError) as error:
         raise _corrupt(path, error) from None
 
 
-def _opaque_class(name: str) -> type:
-    """A do-nothing class standing in for `name`: accepts any construction, state and items."""
+class _StandIn(dict):  # type: ignore[type-arg]  # a dict so that pickled dict subclasses can fill it
+    """Accepts any construction, state, items and appends, and does nothing with them."""
 
-    class Opaque(dict):  # type: ignore[type-arg]  # dict so that pickled dict subclasses can fill it
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__()
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__()
 
-        def __setstate__(self, state: object) -> None:
-            pass
+    def __setstate__(self, state: object) -> None:
+        pass
 
-    Opaque.__qualname__ = Opaque.__name__ = f"Opaque[{name}]"
-    return Opaque
+    def append(self, item: object) -> None:
+        pass
+
+    def extend(self, items: object) -> None:
+        pass
+
+
+class _InertUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = _get_allowed_globals()
+        qualified = f"{module}.{name}"
+        if qualified in allowed:
+            return allowed[qualified]
+        return type(f"StandIn[{qualified}]", (_StandIn,), {})
+
+
+class _InertPickle:
+    """A `pickle_module` for torch.load whose unpickling never imports what the file names."""
+
+    Unpickler = _InertUnpickler
+
+    @staticmethod
+    def load(file: Any, **kwargs: Any) -> Any:  # torch's legacy format reads its header with this
+        return _InertUnpickler(file, **kwargs).load()
 
 
 def _corrupt(path: Path, error: BaseException) -> ModelError:

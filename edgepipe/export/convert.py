@@ -6,9 +6,11 @@ parity checks pass, so a failed export leaves nothing behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -93,7 +95,11 @@ def export(request: ExportRequest) -> ExportResult:
         source = {"checkpoint": "random-init", "seed": str(request.seed)}
     else:
         part = load_weights(model, request.checkpoint)
-        source = {"checkpoint": request.checkpoint.name, "sha256": sha256_of(request.checkpoint), "weights": part}
+        source = {
+            "checkpoint": request.checkpoint.name,
+            "sha256": sha256_of(request.checkpoint),
+            "weights": part,
+        }
     model.eval()
     inputs = [preprocess(image, request.size) for image in images]
     with torch.no_grad():
@@ -136,13 +142,17 @@ def _build(
     fp16 = core.compile_model(core.read_model(fp16_path), "CPU", F32)
     fp16_parity = compare(fp16, inputs, reference, len(request.labels))
     ok = fp16_parity.score_max < FP16_SCORE_TOLERANCE and fp16_parity.side_max < FP16_SIDE_TOLERANCE
-    _gate(ok, "FP16 IR", fp16_parity, f"scores < {FP16_SCORE_TOLERANCE}, box sides < {FP16_SIDE_TOLERANCE} bin")
+    _gate(
+        ok, "FP16 IR", fp16_parity, f"scores < {FP16_SCORE_TOLERANCE}, box sides < {FP16_SIDE_TOLERANCE} bin"
+    )
     (work / f"{stem}.names").write_text("".join(f"{label}\n" for label in request.labels), encoding="utf-8")
     result = ExportResult(files=(), onnx=onnx_parity, fp16=fp16_parity)
     if request.int8:
         int8_path = work / f"{stem}_int8.xml"
         quantize_int8(ov.convert_model(onnx_path), calib, int8_path, replace(card, precision="int8"))
-        found, total = detection_recall(core, fp16, core.compile_model(int8_path, "CPU", F32), inputs, request)
+        found, total = detection_recall(
+            core, fp16, core.compile_model(int8_path, "CPU", F32), inputs, request
+        )
         recall = found / total if total else 1.0
         if recall < INT8_MIN_RECALL:
             raise ModelError(
@@ -159,10 +169,14 @@ def export_onnx(model: Any, size: int, path: Path) -> None:
     import torch
 
     dummy = torch.zeros(1, 3, size, size)
-    torch.onnx.export(
-        model, (dummy,), str(path), opset_version=OPSET, input_names=["data"], output_names=["output"],
-        do_constant_folding=True, dynamo=False,
-    )  # fmt: skip
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated, but it is the one the official export used and
+        # needs no onnxscript; its output is checked against PyTorch right after.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (dummy,), str(path), opset_version=OPSET, input_names=["data"], output_names=["output"],
+            do_constant_folding=True, dynamo=False,
+        )  # fmt: skip
 
 
 def save_ir(model: Any, path: Path, card: ModelCard) -> None:
@@ -177,7 +191,7 @@ def save_ir(model: Any, path: Path, card: ModelCard) -> None:
 def set_model_info(model: Any, card: ModelCard) -> None:
     """model_api-style rt_info: the whole card as JSON under `card`, plus the usual single keys."""
     info = {
-        "card": card.to_json().strip(),
+        "card": json.dumps(json.loads(card.to_json()), separators=(",", ":")),
         "model_type": "nanodet-plus",
         "arch": card.arch,
         "input_size": str(card.input_size),
@@ -223,7 +237,7 @@ def _sides(raw: NDArray[np.float32], num_classes: int) -> NDArray[np.float32]:
     """Expected distance of each box side in bins: Σ i·softmax(bins)_i."""
     bins = raw[..., num_classes:].reshape(*raw.shape[:-1], 4, -1).astype(np.float64)
     weights = np.exp(bins - bins.max(axis=-1, keepdims=True))
-    expected = (weights * np.arange(bins.shape[-1])).sum(axis=-1) / weights.sum(axis=-1)
+    expected: NDArray[np.float64] = (weights * np.arange(bins.shape[-1])).sum(axis=-1) / weights.sum(axis=-1)
     return expected.astype(np.float32)
 
 
@@ -275,18 +289,19 @@ def read_images(folder: Path | None, option: str) -> list[NDArray[np.uint8]]:
     if folder is None or not folder.is_dir():
         raise ConfigError(f"{option}: {folder} is not a folder of images")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    images = [image for image in (cv2.imread(str(p)) for p in paths) if image is not None]
+    # IMREAD_COLOR: 3-channel uint8 BGR whatever the file holds
+    images = [im.astype(np.uint8, copy=False) for im in map(cv2.imread, map(str, paths)) if im is not None]
     if not images:
         raise ConfigError(f"{option}: no readable images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return images
 
 
 def preprocess(image: NDArray[np.uint8], size: int) -> NDArray[np.float32]:
-    """The official NanoDet input: plain resize to S×S, BGR, (x − mean) / std, NCHW float32."""
+    """The official NanoDet input: plain resize to SxS, BGR, (x - mean) / std, NCHW float32."""
     import cv2
 
     resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    normalised = (resized - np.float32(NANODET_MEAN_BGR)) / np.float32(NANODET_STD_BGR)
+    normalised = (resized - np.array(NANODET_MEAN_BGR, np.float32)) / np.array(NANODET_STD_BGR, np.float32)
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
 
 

@@ -7,6 +7,8 @@ checkpoint loads with strict key checking; the training-only AGM (`aux_fpn`, `au
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -98,7 +100,7 @@ class ShuffleNetV2(nn.Module):
 
 # ---------------------------------------------------------------- neck
 class ConvModule(nn.Module):
-    """1×1 conv, BN, LeakyReLU (mmdet-style names `conv`, `bn`)."""
+    """1x1 conv, BN, LeakyReLU (mmdet-style names `conv`, `bn`)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -107,11 +109,12 @@ class ConvModule(nn.Module):
         self.act = _act()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.bn(self.conv(x)))
+        out: Tensor = self.act(self.bn(self.conv(x)))
+        return out
 
 
 class DepthwiseConvModule(nn.Module):
-    """Depthwise k×k conv, BN, act, pointwise 1×1 conv, BN, act."""
+    """Depthwise kxk conv, BN, act, pointwise 1x1 conv, BN, act."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> None:
         super().__init__()
@@ -123,11 +126,12 @@ class DepthwiseConvModule(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.act(self.dwnorm(self.depthwise(x)))
-        return self.act(self.pwnorm(self.pointwise(x)))
+        out: Tensor = self.act(self.pwnorm(self.pointwise(x)))
+        return out
 
 
 class GhostModule(nn.Module):
-    """GhostNet module: a 1×1 conv makes half the channels, a cheap 3×3 depthwise conv the rest."""
+    """GhostNet module: a 1x1 conv makes half the channels, a cheap 3x3 depthwise conv the rest."""
 
     def __init__(self, in_channels: int, out_channels: int, act: bool) -> None:
         super().__init__()
@@ -169,7 +173,8 @@ class GhostBottleneck(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.ghost2(self.ghost1(x)) + self.shortcut(x)
+        out: Tensor = self.ghost2(self.ghost1(x)) + self.shortcut(x)
+        return out
 
 
 class GhostBlocks(nn.Module):
@@ -216,7 +221,7 @@ class GhostPAN(nn.Module):
 
 # ---------------------------------------------------------------- head
 class NanoDetPlusHead(nn.Module):
-    """Per-level depthwise conv towers, then one 1×1 conv giving C class logits and 4·(reg_max+1) bins."""
+    """Per-level depthwise conv towers, then one 1x1 conv giving C class logits and 4·(reg_max+1) bins."""
 
     def __init__(self, num_classes: int, spec: ArchSpec) -> None:
         super().__init__()
@@ -233,7 +238,7 @@ class NanoDetPlusHead(nn.Module):
     def forward(self, features: list[Tensor]) -> Tensor:
         outputs = []
         for x, convs, gfl_cls in zip(features, self.cls_convs, self.gfl_cls, strict=True):
-            for conv in convs:
+            for conv in cast(nn.ModuleList, convs):
                 x = conv(x)
             cls_logits, reg_bins = gfl_cls(x).split([self.num_classes, 4 * (self.reg_max + 1)], dim=1)
             outputs.append(torch.cat((cls_logits.sigmoid(), reg_bins), dim=1).flatten(start_dim=2))
@@ -270,8 +275,8 @@ def randomize(model: NanoDetPlus, seed: int) -> None:
                 n = module.num_features
                 module.weight.copy_(1 + 0.1 * torch.randn(n, generator=generator))
                 module.bias.copy_(0.1 * torch.randn(n, generator=generator))
-                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
-                module.running_var.copy_(1 + 0.1 * torch.rand(n, generator=generator))
+                cast(Tensor, module.running_mean).copy_(0.1 * torch.randn(n, generator=generator))
+                cast(Tensor, module.running_var).copy_(1 + 0.1 * torch.rand(n, generator=generator))
 
 
 def folded_conv_parameters(model: nn.Module) -> int:
