@@ -13,7 +13,7 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,22 +27,45 @@ from edgepipe.types import Frame
 
 
 @dataclass(frozen=True, slots=True)
+class Run:
+    """One timed run: frames per second of wall time, and process CPU time (all threads) per frame."""
+
+    fps: float
+    cpu_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class SpeedReport:
-    limit_fps: list[float]  # one per round
-    stage_fps: list[float]
-    video_fps: float
+    limit: list[Run]  # one per round
+    stage: list[Run]
+    video: Run
     frames: int
     in_flight: int
     limit_requests: int
 
     @property
     def stage_ratio(self) -> float:
-        """Median over rounds of stage / limit measured back to back."""
-        return statistics.median(s / lim for s, lim in zip(self.stage_fps, self.limit_fps, strict=True))
+        """Median over rounds of stage FPS / limit FPS, each pair measured back to back."""
+        return statistics.median(s.fps / lim.fps for s, lim in zip(self.stage, self.limit, strict=True))
 
     @property
     def video_ratio(self) -> float:
-        return self.video_fps / statistics.median(self.limit_fps)
+        return self.video.fps / statistics.median(r.fps for r in self.limit)
+
+    @property
+    def cpu_ratio(self) -> float:
+        """CPU per frame of the limit / of the stage: 1.0 means the stage adds no CPU work. Unlike
+        FPS it hardly moves when other processes load the machine."""
+        return statistics.median(r.cpu_ms for r in self.limit) / statistics.median(
+            r.cpu_ms for r in self.stage
+        )
+
+
+def _timed(run: Callable[[], int]) -> Run:
+    wall, cpu = time.perf_counter(), time.process_time()
+    count = run()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return Run(count / wall, 1000.0 * cpu / count)
 
 
 def read_frames(video: Path, count: int) -> list[Frame]:
@@ -74,8 +97,8 @@ def iter_video(video: Path, count: int) -> Iterator[Frame]:
         capture.release()
 
 
-def openvino_limit_fps(compiled: Any, image: NDArray[np.uint8], requests: int, frames: int) -> float:
-    """Throughput of the compiled model alone: `requests` async requests with a fixed input tensor."""
+def openvino_limit(compiled: Any, image: NDArray[np.uint8], requests: int, frames: int) -> Run:
+    """The compiled model alone: `requests` async requests that keep one pre-filled input tensor."""
     from openvino import AsyncInferQueue, Tensor
 
     queue = AsyncInferQueue(compiled, requests)
@@ -85,33 +108,31 @@ def openvino_limit_fps(compiled: Any, image: NDArray[np.uint8], requests: int, f
     for _ in range(requests):  # warm-up: first inferences allocate memory for this input shape
         queue.start_async()
     queue.wait_all()
-    start = time.perf_counter()
-    for _ in range(frames):
-        queue.start_async()
-    queue.wait_all()
-    return frames / (time.perf_counter() - start)
 
+    def run() -> int:
+        for _ in range(frames):
+            queue.start_async()
+        queue.wait_all()
+        return frames
 
-def stage_fps(detector: Detector, frames: list[Frame]) -> float:
-    start = time.perf_counter()
-    count = sum(1 for _ in detector.stream(frames))
-    return count / (time.perf_counter() - start)
+    return _timed(run)
 
 
 def measure_speed(detector: Detector, video: Path, frames: int, rounds: int = 3) -> SpeedReport:
-    """Limit and stage alternately for `rounds`, then the full video path once."""
+    """Limit and stage back to back for `rounds` (order swapped every round), then the video path."""
     decoded = read_frames(video, frames)
     optimal = int(detector.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     limit_requests = max(optimal, detector.in_flight)
     list(detector.stream(decoded[: 2 * detector.in_flight]))  # warm-up
     limits, stages = [], []
-    for _ in range(rounds):
-        limits.append(openvino_limit_fps(detector.compiled, decoded[0].image, limit_requests, frames))
-        stages.append(stage_fps(detector, decoded))
-    start = time.perf_counter()
-    count = sum(1 for _ in detector.stream(iter_video(video, frames)))
-    video_fps = count / (time.perf_counter() - start)
-    return SpeedReport(limits, stages, video_fps, frames, detector.in_flight, limit_requests)
+    for round_ in range(rounds):
+        for which in ("limit", "stage") if round_ % 2 == 0 else ("stage", "limit"):
+            if which == "limit":
+                limits.append(openvino_limit(detector.compiled, decoded[0].image, limit_requests, frames))
+            else:
+                stages.append(_timed(lambda: sum(1 for _ in detector.stream(decoded))))
+    video_run = _timed(lambda: sum(1 for _ in detector.stream(iter_video(video, frames))))
+    return SpeedReport(limits, stages, video_run, frames, detector.in_flight, limit_requests)
 
 
 def coco_eval(
@@ -179,21 +200,22 @@ def coco_eval(
 
 
 def _print_speed(model: Path, report: SpeedReport, precision: str, hint: str) -> None:
-    median_limit = statistics.median(report.limit_fps)
     print(
-        f"{model.name} ({precision}, {hint}, {report.frames} frames x {len(report.limit_fps)} rounds, "
+        f"{model.name} ({precision}, {hint}, {report.frames} frames x {len(report.limit)} rounds, "
         f"{report.in_flight} in flight; limit with {report.limit_requests} requests)"
     )
-    print(f"  OpenVINO limit   {_fps_list(report.limit_fps)}  median {median_limit:6.1f} FPS")
+    print(f"  OpenVINO limit   {_runs(report.limit)}")
     print(
-        f"  detector stage   {_fps_list(report.stage_fps)}  median {statistics.median(report.stage_fps):6.1f} FPS"
-        f"  ratio {report.stage_ratio:.3f}"
+        f"  detector stage   {_runs(report.stage)}  FPS ratio {report.stage_ratio:.3f}  CPU ratio {report.cpu_ratio:.3f}"
     )
-    print(f"  video decode+det {report.video_fps:6.1f} FPS  ratio {report.video_ratio:.3f}")
+    print(f"  video decode+det {_runs([report.video])}  FPS ratio {report.video_ratio:.3f}")
 
 
-def _fps_list(values: list[float]) -> str:
-    return "[" + ", ".join(f"{v:6.1f}" for v in values) + "]"
+def _runs(runs: list[Run]) -> str:
+    fps = statistics.median(r.fps for r in runs)
+    cpu = statistics.median(r.cpu_ms for r in runs)
+    each = ", ".join(f"{r.fps:.1f}" for r in runs)
+    return f"median {fps:6.1f} FPS, {cpu:5.1f} CPU ms/frame  [{each}]"
 
 
 def bench_command(args: argparse.Namespace) -> int:

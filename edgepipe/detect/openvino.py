@@ -267,7 +267,7 @@ def infer_stream(
             queue.start_async({0: image}, seq, share_inputs=True)
             pending.append((seq, item, image))
             while pending:
-                head = take_head(block=len(pending) > in_flight)
+                head = take_head(block=len(pending) > 2 * in_flight)
                 if head is None:
                     break
                 yield head
