@@ -69,7 +69,7 @@ def test_events_counts_and_status_reach_a_subscriber_exactly(
     pub.publish_counts({"entry": {"in": 20, "out": 0}})  # unchanged: not sent again
     assert sub.wait_for(lambda s: len(s.payloads(EVENTS)) == 20 and len(s.payloads(COUNTS)) == 1)
     assert sub.payloads(EVENTS) == [e.to_dict() for e in events]  # every field, in order
-    assert sub.payloads(COUNTS)[0]["counts"] == {"entry": {"in": 20, "out": 0}}
+    assert sub.payloads(COUNTS)[0] == {"entry": {"in": 20, "out": 0}}
     pub.publish_status({"fps": 12.5, "frames": 100})
     assert sub.wait_for(lambda s: any("fps" in p for p in s.payloads(STATUS)))
     assert pub.connected
@@ -85,10 +85,26 @@ def test_events_counts_and_status_reach_a_subscriber_exactly(
     late = subscribe(broker, "edgepipe/door/+")
     assert late.wait_for(lambda s: len(s.messages) == 2)
     retained = {t: (json.loads(p), r) for t, p, r in late.messages}
-    assert retained[COUNTS][0]["counts"] == {"entry": {"in": 20, "out": 0}}
+    assert retained[COUNTS][0] == {"entry": {"in": 20, "out": 0}}
     assert retained[STATUS][0]["state"] == "offline"
     assert all(r for _, r in retained.values())
     assert ids(sub.payloads(EVENTS)) == [e.id for e in events]
+
+
+def test_close_right_after_publish_still_delivers(
+    broker: Broker, subscribe: Callable[..., Subscriber], tmp_path: Path
+) -> None:
+    """A short run may end before the first CONNACK: close() waits for the backlog, not only
+    while connected."""
+    sub = subscribe(broker, EVENTS)
+    pub = publisher(broker, tmp_path)
+    sent = [event(n) for n in range(3)]
+    for e in sent:
+        pub.publish(e)
+    pub.close(timeout_s=10)
+    assert outbox_depth(tmp_path / "outbox.sqlite") == 0
+    assert sub.wait_for(lambda s: len(s.messages) == 3)
+    assert sub.payloads() == [e.to_dict() for e in sent]
 
 
 def test_only_the_latest_counts_are_kept_while_disconnected(
@@ -104,7 +120,7 @@ def test_only_the_latest_counts_are_kept_while_disconnected(
     sub = subscribe(broker, COUNTS)
     pub = publisher(broker, tmp_path)
     assert sub.wait_for(lambda s: len(s.messages) == 1)
-    assert sub.payloads()[0]["counts"] == {"entry": {"in": 5}}
+    assert sub.payloads()[0] == {"entry": {"in": 5}}
     pub.close()
 
 

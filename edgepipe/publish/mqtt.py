@@ -28,7 +28,7 @@ import queue
 import ssl
 import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -216,8 +216,8 @@ class MqttPublisher:
         if counts == self._last_counts:
             return
         self._last_counts = {rule: dict(values) for rule, values in counts.items()}
-        payload = {"pipeline": self.pipeline, "ts": utc_iso(time.time()), "counts": counts}
-        self._put(self.counts_topic, _dumps(payload), retain=True, replace_key=self.counts_topic)
+        # the totals alone, e.g. {"door": {"in": 3, "out": 1}}, so templates read value_json.door.in
+        self._put(self.counts_topic, _dumps(counts), retain=True, replace_key=self.counts_topic)
 
     def publish_status(self, status: dict[str, object]) -> None:
         """Publish retained stats now if connected (not queued: only the newest matters and it is
@@ -239,14 +239,15 @@ class MqttPublisher:
         }
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Send what can be sent within `timeout_s` while connected, publish "offline", disconnect.
-        Whatever is left stays in the outbox for the next start."""
+        """Send what can be sent within `timeout_s`, publish "offline", disconnect. Whatever is
+        left stays in the outbox for the next start."""
         if self._closed:
             return
         self._closed = True
         deadline = time.monotonic() + timeout_s
         self._wake.set()
-        while self._outbox.depth and self._connected and time.monotonic() < deadline:
+        # Not only while connected: a short run may end before the first CONNACK has arrived.
+        while self._outbox.depth and time.monotonic() < deadline:
             time.sleep(0.02)
         offline_sent = False
         if self._connected:
@@ -408,5 +409,5 @@ class MqttPublisher:
             self.sent += 1
 
 
-def _dumps(payload: dict[str, Any]) -> bytes:
+def _dumps(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
