@@ -321,6 +321,28 @@ def test_right_password_delivers(
     pub.close()
 
 
+def test_a_message_the_broker_refuses_is_dropped_with_an_error_not_retried_forever(
+    mosquitto: Callable[..., Broker], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The ACL lets `edge` write the counts topic but not the events topic: PUBACK "Not authorized".
+    acl = "user edge\ntopic write edgepipe/door/counts\ntopic write edgepipe/door/status\n"
+    broker = mosquitto(users={"edge": "pw"}, acl=acl)
+    with caplog.at_level(logging.ERROR, logger="edgepipe.publish"):
+        pub = publisher(broker, tmp_path, username="edge", password="pw")
+        pub.publish(event(1))
+        pub.publish_counts({"entry": {"in": 1}})
+        deadline = time.monotonic() + 10
+        while pub.delivered + pub.rejected < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pub.close()
+    assert (pub.delivered, pub.rejected) == (1, 1)
+    assert (
+        f"MQTT broker 127.0.0.1:{broker.port} refused a message on edgepipe/door/events (Not authorized): it is dropped"
+        in caplog.text
+    )
+    assert outbox_depth(tmp_path / "outbox.sqlite") == 0
+
+
 def test_tls_with_ca_and_client_certificate_delivers(
     mosquitto: Callable[..., Broker], tls_files: TlsFiles, tmp_path: Path
 ) -> None:

@@ -168,7 +168,7 @@ class MqttPublisher:
                 "MQTT outbox %s holds %d messages from an earlier run", outbox_path, self._outbox.depth
             )
         self._acks: queue.SimpleQueue[tuple[int, ReasonCode | None]] = queue.SimpleQueue()
-        self._inflight: dict[int, int] = {}  # paho mid → outbox row id; sender thread only
+        self._inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox row id, topic); sender only
         self._cursor = 0  # highest outbox row id handed to paho; sender thread only
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -183,6 +183,7 @@ class MqttPublisher:
             client.username_pw_set(username, password)
         client.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
         client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
+        client.max_inflight_messages_set(max_inflight + 2)  # + status messages, sent beside the outbox
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -377,14 +378,18 @@ class MqttPublisher:
                 mid, reason_code = self._acks.get_nowait()
             except queue.Empty:
                 return
-            row_id = self._inflight.pop(mid, None)
-            if row_id is None:
+            sent = self._inflight.pop(mid, None)
+            if sent is None:
                 continue  # a status message, published directly
+            row_id, topic = sent
             if reason_code is not None and reason_code.is_failure:
                 # Sending it again would be refused again (e.g. the ACL forbids the topic).
                 self.rejected += 1
                 self._log.error(
-                    "MQTT broker %s refused a message (%s); it is dropped", self.broker, reason_code
+                    "MQTT broker %s refused a message on %s (%s): it is dropped; check the broker's ACL",
+                    self.broker,
+                    topic,
+                    reason_code,
                 )
             else:
                 self.delivered += 1
@@ -404,7 +409,7 @@ class MqttPublisher:
                     "paho refused to queue a message (%s); retrying later", mqtt.error_string(info.rc)
                 )
                 return
-            self._inflight[info.mid] = message.id
+            self._inflight[info.mid] = (message.id, message.topic)
             self._cursor = message.id
             self.sent += 1
 
