@@ -1,0 +1,543 @@
+"""Video sources: files and image folders deliver every frame; cameras and streams keep the newest.
+
+Every source is a context manager and an iterator of Frames:
+
+    with RtspSource("rtsp://cam/door") as source:
+        for frame in source: ...
+
+Live sources (camera, RTSP/HTTP, and a file with `realtime=True`) capture in their own thread into a
+one-slot box: a slow consumer gets the newest frame and every overwritten frame counts as dropped,
+so `Frame.index` has gaps and latency cannot build up. A live stream that stops or cannot be opened
+is reopened with capped exponential backoff; it never raises, it reports `state`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgepipe.errors import SourceError
+from edgepipe.types import Frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+STATES = ("connecting", "connected", "reconnecting", "failed", "ended")
+_WAKE_S = 0.2  # longest a waiting consumer sleeps before it re-checks stop(); a safety net only
+_IDLE_S = 1.0  # while no frame comes, the consumer calls on_idle this often (sd_notify WATCHDOG=1)
+
+
+class _LatestBox:
+    """One-slot hand-off: the writer overwrites the unread frame (a drop), the reader takes the newest."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()  # an RLock: stop() may run in a signal handler on this thread
+        self._frame: Frame | None = None
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, frame: Frame) -> None:
+        with self._cond:
+            if self._frame is not None:
+                self.dropped += 1
+            self._frame = frame
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """The writer is done: take() returns None once the last frame was taken."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def take(self, stopped: threading.Event, on_idle: Callable[[], object] | None = None) -> Frame | None:
+        with self._cond:
+            while self._frame is None and not self._closed and not stopped.is_set():
+                if not self._cond.wait(_IDLE_S) and on_idle is not None:
+                    on_idle()
+            if stopped.is_set():
+                return None
+            frame, self._frame = self._frame, None
+            return frame
+
+    def wait_first(self, timeout_s: float, stopped: threading.Event) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._frame is None and not self._closed and not stopped.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(min(left, _WAKE_S))
+
+
+class _Source:
+    """State and counters shared by every source; subclasses implement _open and __iter__."""
+
+    is_live = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fps: float | None = None
+        self.frames_read = 0
+        self._stopped = threading.Event()
+        # Called on the iterating thread about once a second while it waits for a frame, so the frame
+        # loop can keep the systemd watchdog fed while a camera reconnects.
+        self.on_idle: Callable[[], object] | None = None
+        self._state = "connecting"
+        self._state_lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def dropped_frames(self) -> int:
+        return 0
+
+    def stop(self) -> None:
+        """End iteration promptly; safe from any thread and from a signal handler."""
+        self._stopped.set()
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        with self._state_lock:
+            old, self._state = self._state, state
+        if old != state:
+            level = logging.WARNING if state in ("reconnecting", "failed") else logging.INFO
+            log.log(level, "source %s: %s → %s%s", self.name, old, state, f" ({reason})" if reason else "")
+
+    def __enter__(self) -> _Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._set_state("ended")
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+
+class FileSource(_Source):
+    """Every frame of a video file in order; source_time from the container (seconds).
+
+    `loop=True` replays the file (index and source_time keep rising). `realtime=True` paces the
+    frames at the container fps in a capture thread and keeps only the newest, like a camera.
+    """
+
+    def __init__(self, path: str | Path, *, loop: bool = False, realtime: bool = False) -> None:
+        self.path = Path(path)
+        super().__init__(self.path.name)
+        if not self.path.is_file():
+            raise SourceError(f"video file {self.path} does not exist: check the source path")
+        self.loop = loop
+        self.realtime = realtime
+        self.is_live = realtime
+        self._cap: Any = None
+        self._box = _LatestBox()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def dropped_frames(self) -> int:
+        return self._box.dropped
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._box.wake()
+
+    def _open(self) -> Any:
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open video file {self.path}: not a video OpenCV/FFmpeg can read")
+        return cap
+
+    def __enter__(self) -> FileSource:
+        self._cap = self._open()
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS))
+        self.fps = fps if math.isfinite(fps) and fps > 0 else None
+        ok, _ = self._cap.read()
+        if not ok:
+            self._cap.release()
+            raise SourceError(
+                f"cannot read a frame from video file {self.path}: the file is empty or corrupt"
+            )
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        self._set_state("connected")
+        if self.realtime:
+            self._thread = threading.Thread(target=self._pace, name=f"edgepipe-file-{self.name}", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        self._box.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._cap is None:
+            raise RuntimeError("use FileSource inside `with source:` before iterating")
+        if not self.realtime:
+            yield from self._frames()
+            return
+        while (frame := self._box.take(self._stopped, self.on_idle)) is not None:
+            yield frame
+
+    def _frames(self) -> Iterator[Frame]:
+        """Decode every frame; on EOF rewind when looping. Runs on one thread only."""
+        index = 0
+        offset_s = 0.0  # container time of the previous passes, so source_time keeps rising
+        last_s = -1.0
+        while not self._stopped.is_set():
+            ok, image = self._cap.read()
+            if not ok:
+                if not self.loop or index == 0 or not self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
+                    break
+                offset_s = last_s + (1.0 / self.fps if self.fps else 0.0)
+                continue
+            pos_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+            own_s = pos_ms / 1000.0 if math.isfinite(pos_ms) and pos_ms >= 0 else index / (self.fps or 1.0)
+            last_s = offset_s + own_s
+            self.frames_read += 1
+            yield Frame(image, index, time.time(), last_s)
+            index += 1
+        self._set_state("ended")
+
+    def _pace(self) -> None:
+        start = time.monotonic()
+        first_s: float | None = None
+        try:
+            for frame in self._frames():
+                first_s = frame.source_time if first_s is None else first_s
+                due = start + (frame.source_time or 0.0) - (first_s or 0.0)
+                if self._stopped.wait(max(0.0, due - time.monotonic())):
+                    break
+                # Stamp the capture time when the "camera" delivers it, as a real camera would.
+                self._box.put(Frame(frame.image, frame.index, time.time(), frame.source_time))
+        finally:
+            self._box.close()
+
+
+class ImageFolderSource(_Source):
+    """Sorted image files of a folder as frames; source_time = i / fps."""
+
+    def __init__(self, path: str | Path, *, fps: float = 10.0, loop: bool = False) -> None:
+        self.path = Path(path)
+        super().__init__(self.path.name)
+        if not self.path.is_dir():
+            raise SourceError(f"image folder {self.path} does not exist: check the source path")
+        if not fps > 0:
+            raise SourceError(f"image folder {self.path}: fps must be > 0, got {fps}")
+        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+            raise SourceError(f"image folder {self.path} has no images (looked for {suffixes})")
+        self.fps = fps
+        self._fps = fps  # a float for sure, unlike self.fps
+        self.loop = loop
+
+    def __enter__(self) -> ImageFolderSource:
+        self._set_state("connected")
+        return self
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        while not self._stopped.is_set():
+            image = _imread(self.files[index % len(self.files)])
+            self.frames_read += 1
+            yield Frame(image, index, time.time(), index / self._fps)
+            index += 1
+            if index % len(self.files) == 0 and not self.loop:
+                break
+        self._set_state("ended")
+
+
+def _imread(path: Path) -> NDArray[np.uint8]:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SourceError(f"cannot read image {path}: not an image OpenCV can decode")
+    return np.asarray(image, dtype=np.uint8)
+
+
+class _LiveSource(_Source):
+    """A capture thread per connection attempt, watched by a supervisor thread that reconnects.
+
+    The supervisor recreates the capture when the reader ends (stream closed, open failed) or when
+    no frame arrived for read_timeout_s (a hung peer: the reader is abandoned and exits by itself
+    once FFmpeg's own read timeout returns). Backoff doubles from reconnect_initial_s up to
+    reconnect_max_s and resets after a connection that delivered frames.
+    """
+
+    is_live = True
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        open_timeout_s: float,
+        read_timeout_s: float,
+        reconnect_initial_s: float,
+        reconnect_max_s: float,
+    ) -> None:
+        super().__init__(name)
+        if not (open_timeout_s > 0 and read_timeout_s > 0 and 0 < reconnect_initial_s <= reconnect_max_s):
+            raise SourceError(
+                f"source {name}: timeouts must be > 0 and 0 < reconnect_initial_s <= reconnect_max_s "
+                f"(got open {open_timeout_s}, read {read_timeout_s}, "
+                f"reconnect {reconnect_initial_s}..{reconnect_max_s})"
+            )
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
+        self.reconnects = 0
+        self._box = _LatestBox()
+        self._generation = 0  # bumped to abandon the current reader
+        self._progress = 0.0  # monotonic time of the reader's last sign of life (opened, frame)
+        self._opened = False
+        self._supervisor: threading.Thread | None = None
+
+    @property
+    def dropped_frames(self) -> int:
+        return self._box.dropped
+
+    def _open(self) -> Any:
+        """A new cv2.VideoCapture (opened or not); blocks at most about open_timeout_s."""
+        raise NotImplementedError
+
+    def __enter__(self) -> _LiveSource:
+        self._supervisor = threading.Thread(
+            target=self._supervise, name=f"edgepipe-source-{self.name}", daemon=True
+        )
+        self._supervisor.start()
+        self._box.wait_first(self.open_timeout_s, self._stopped)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=2.0)
+            self._supervisor = None
+        self._set_state("ended")
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._box.wake()
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._supervisor is None:
+            raise RuntimeError(f"use {type(self).__name__} inside `with source:` before iterating")
+        while (frame := self._box.take(self._stopped, self.on_idle)) is not None:
+            yield frame
+
+    def _supervise(self) -> None:
+        backoff_s = self.reconnect_initial_s
+        ever_connected = False
+        reader: threading.Thread | None = None
+        while not self._stopped.is_set():
+            self._generation += 1
+            self._opened = False
+            self._progress = time.monotonic()
+            frames_before = self.frames_read
+            reader = threading.Thread(
+                target=self._capture,
+                args=(self._generation,),
+                name=f"edgepipe-capture-{self.name}",
+                daemon=True,
+            )
+            reader.start()
+            reason = self._watch(reader)
+            self._generation += 1  # the reader, if still blocked in FFmpeg, exits when it returns
+            if self._stopped.is_set():
+                break
+            if self.frames_read > frames_before:
+                ever_connected = True
+                backoff_s = self.reconnect_initial_s
+            self.reconnects += 1
+            if backoff_s >= self.reconnect_max_s:
+                self._set_state("failed", f"{reason}; retrying every {backoff_s:g} s")
+            else:
+                self._set_state(
+                    "reconnecting" if ever_connected else "connecting", f"{reason}; retry in {backoff_s:g} s"
+                )
+            if self._stopped.wait(backoff_s):
+                break
+            backoff_s = min(backoff_s * 2, self.reconnect_max_s)
+        if reader is not None:
+            reader.join(timeout=1.0)
+        self._box.close()
+
+    def _watch(self, reader: threading.Thread) -> str:
+        """Wait until the reader ends or stalls; return why."""
+        while not self._stopped.is_set():
+            if not reader.is_alive():
+                return "stream ended" if self._opened else "cannot open"
+            limit_s = self.read_timeout_s if self._opened else self.open_timeout_s + self.read_timeout_s
+            if time.monotonic() - self._progress > limit_s:
+                return f"no frame for {limit_s:g} s"
+            self._stopped.wait(0.05)
+        return "stopped"
+
+    def _capture(self, generation: int) -> None:
+        cap = None
+        try:
+            cap = self._open()
+            if not cap.isOpened() or generation != self._generation:
+                return
+            fps = float(cap.get(cv2.CAP_PROP_FPS))
+            self.fps = fps if math.isfinite(fps) and 0 < fps < 1000 else self.fps
+            self._opened = True
+            self._progress = time.monotonic()
+            while not self._stopped.is_set():
+                ok, image = cap.read()
+                if not ok or generation != self._generation:
+                    return
+                self._progress = time.monotonic()
+                self._box.put(Frame(image, self.frames_read, time.time(), None))
+                self.frames_read += 1  # only this thread writes it (the previous reader has exited)
+                if self._state != "connected":
+                    self._set_state("connected")
+        except cv2.error as error:
+            log.warning("source %s: capture failed: %s", self.name, error)
+        finally:
+            if cap is not None:
+                cap.release()
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+class RtspSource(_LiveSource):
+    """An RTSP or HTTP(S) stream through OpenCV's FFmpeg backend, with open/read timeouts."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 5.0,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        transport: str = "tcp",
+    ) -> None:
+        if not re.match(r"^(rtsps?|https?)://", url):
+            raise SourceError(
+                f"stream URL {_redact(url)!r} must start with rtsp://, rtsps://, http:// or https://"
+            )
+        if transport not in ("tcp", "udp"):
+            raise SourceError(f"stream {_redact(url)}: transport must be 'tcp' or 'udp', got {transport!r}")
+        super().__init__(
+            _redact(url),
+            open_timeout_s=open_timeout_s,
+            read_timeout_s=read_timeout_s,
+            reconnect_initial_s=reconnect_initial_s,
+            reconnect_max_s=reconnect_max_s,
+        )
+        self.url = url
+        self.transport = transport
+
+    def _open(self) -> Any:
+        if self.url.startswith("rtsp"):
+            _set_ffmpeg_option("rtsp_transport", self.transport)
+        # The timeouts only take effect when given to the constructor (cap.set() later is ignored).
+        # FFmpeg's read timeout is only the backstop that frees an abandoned reader: at its expiry it
+        # may still hand out a stale buffered frame, which would reset our frame-age watchdog if the
+        # two were equal. The watchdog (read_timeout_s) is what notices a hung stream.
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(self.open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(2 * self.read_timeout_s * 1000),
+        ]
+        return cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
+
+
+def _set_ffmpeg_option(key: str, value: str) -> None:
+    """Add key;value to OPENCV_FFMPEG_CAPTURE_OPTIONS, which OpenCV reads at each open.
+
+    It is process-wide, so a key the user (or another source) already set is left alone.
+    """
+    current = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS", "")
+    options = dict(item.split(";", 1) for item in current.split("|") if ";" in item)
+    if key in options:
+        if options[key] != value:
+            log.warning(
+                "OPENCV_FFMPEG_CAPTURE_OPTIONS already sets %s=%s; not changing it to %s",
+                key,
+                options[key],
+                value,
+            )
+        return
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"{current}|{key};{value}" if current else f"{key};{value}"
+
+
+def parse_camera_device(device: int | str) -> int | str:
+    """0, "0" → 0; "/dev/video2" stays a path; anything else is a SourceError."""
+    if isinstance(device, int) and device >= 0:
+        return device
+    if isinstance(device, str):
+        if device.isdigit():
+            return int(device)
+        if re.fullmatch(r"/dev/[\w./-]+", device):
+            return device
+    raise SourceError(f"camera device {device!r}: use an index (0, 1, ...) or a path like /dev/video0")
+
+
+class CameraSource(_LiveSource):
+    """A USB camera through V4L2 (index or /dev/videoN); width, height and fps are requests."""
+
+    def __init__(
+        self,
+        device: int | str,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 5.0,
+    ) -> None:
+        self.device = parse_camera_device(device)
+        super().__init__(
+            f"camera {self.device}",
+            open_timeout_s=open_timeout_s,
+            read_timeout_s=read_timeout_s,
+            reconnect_initial_s=reconnect_initial_s,
+            reconnect_max_s=reconnect_max_s,
+        )
+        self.width = width
+        self.height = height
+        self.requested_fps = fps
+
+    def _open(self) -> Any:
+        cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
+        if not cap.isOpened():
+            return cap
+        for prop, value in (
+            (cv2.CAP_PROP_FRAME_WIDTH, self.width),
+            (cv2.CAP_PROP_FRAME_HEIGHT, self.height),
+            (cv2.CAP_PROP_FPS, self.requested_fps),
+        ):
+            if value is not None and not cap.set(prop, float(value)):
+                log.warning("camera %s: the driver refused property %d = %s", self.device, prop, value)
+        return cap
