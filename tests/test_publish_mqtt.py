@@ -408,3 +408,28 @@ def test_bad_tls_files_fail_at_construction_naming_the_file(
     with pytest.raises(BrokerError, match=message):
         MqttPublisher("door", host="127.0.0.1", port=1, outbox_path=tmp_path / "o.sqlite", **options)  # type: ignore[arg-type]
     Outbox(tmp_path / "o.sqlite").close()  # nothing left locked behind
+
+
+def test_home_assistant_discovery_is_published_retained_on_connect(
+    broker: Broker, subscribe: Callable[..., Subscriber], tmp_path: Path
+) -> None:
+    from edgepipe.publish.discovery import discovery_messages
+
+    messages = discovery_messages("door", {"entry": ["in", "out"], "desk": ["occupancy"]})
+    assert [topic for topic, _ in messages] == [
+        "homeassistant/sensor/edgepipe_door_entry_in/config",
+        "homeassistant/sensor/edgepipe_door_entry_out/config",
+        "homeassistant/sensor/edgepipe_door_desk_occupancy/config",
+    ]
+    pub = publisher(broker, tmp_path, discovery=messages)
+    pub.publish_counts({"entry": {"in": 4, "out": 1}, "desk": {"occupancy": 2}})
+    pub.close()
+    sub = subscribe(broker, "homeassistant/#")  # after the fact: retained
+    assert sub.wait_for(lambda s: len(s.messages) == 3)
+    config = {t: json.loads(p) for t, p, _ in sub.messages}[
+        "homeassistant/sensor/edgepipe_door_entry_in/config"
+    ]
+    assert config["state_topic"] == COUNTS
+    assert config["value_template"] == '{{ value_json["entry"]["in"] }}'
+    assert config["availability_topic"] == STATUS
+    assert config["state_class"] == "total_increasing"

@@ -28,7 +28,7 @@ import queue
 import ssl
 import threading
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,7 @@ class MqttPublisher:
         max_inflight: int = 100,
         reconnect_min_s: int = 1,
         reconnect_max_s: int = 10,
+        discovery: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         if qos not in (0, 1, 2):
             raise BrokerError(f"MQTT qos must be 0, 1 or 2, not {qos}")
@@ -141,6 +142,7 @@ class MqttPublisher:
             f"{base}/status",
         )
         self.max_inflight = max_inflight
+        self.discovery = list(discovery)  # (topic, payload) published retained on every connect
         self._log = _PipelineLog(log, {"pipeline": pipeline})
         use_tls = (
             tls if tls is not None else any(f is not None for f in (tls_ca_file, tls_cert_file, tls_key_file))
@@ -324,6 +326,8 @@ class MqttPublisher:
         self._refused_throttle.reset()
         self._log.info("connected to MQTT broker %s (%d messages queued)", self.broker, self._outbox.depth)
         client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
+        for topic, payload in self.discovery:
+            client.publish(topic, payload, qos=1, retain=True)
         self._wake.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
