@@ -94,6 +94,14 @@ def _rt_model_info(model: Any) -> dict[str, str]:
     return {str(k): str(v.astype(str) if hasattr(v, "astype") else v) for k, v in items.items()}
 
 
+def _ov_message(error: Exception) -> str:
+    """The useful line of an OpenVINO error, whose text starts with lines of C++ source locations."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith("Exception from ")]
+    text = (useful or lines or [type(error).__name__])[0]
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 class ModelPool:
     """One `ov.Core` and its compiled models, shared by every pipeline of a process."""
 
@@ -133,10 +141,10 @@ class ModelPool:
             )
         try:
             return self.core.read_model(str(path))
-        except Exception as error:  # OpenVINO raises RuntimeError with a multi-line C++ trace
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        except Exception as error:
             raise ModelError(
-                f"cannot read model {path}: {first}. Is it a complete OpenVINO IR (.xml + .bin) or ONNX file?"
+                f"cannot read model {path}: {_ov_message(error)} Is it a complete OpenVINO IR (.xml + .bin) "
+                "or ONNX file?"
             ) from None
 
     def shapes(self, path: Path) -> ModelShapes:

@@ -1,0 +1,209 @@
+"""The OpenVINO side (edgepipe/detect/openvino.py): reading files, devices, preprocessing, async order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgepipe.detect.openvino import ModelPool, Preprocess, check_image, infer_one, infer_stream
+from edgepipe.errors import ConfigError, ModelError
+
+FLOAT_PRE = Preprocess(layout="NCHW", normalize=True, mean_bgr=(1.0, 2.0, 3.0), std_bgr=(2.0, 2.0, 2.0))
+
+
+def tiny_onnx(path: Path, output_shape: tuple[int, ...], size: int = 32) -> Path:
+    """A model whose output is the per-channel mean (output (1, 3)) or the mean of its [1,3,S,S]
+    input, broadcast to output_shape by adding zeros — enough to check preprocessing and shapes without a real network."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    zeros = helper.make_tensor(
+        "zeros", TensorProto.FLOAT, output_shape, np.zeros(output_shape).ravel().tolist()
+    )
+    reduce = [2, 3] if output_shape == (1, 3) else [1, 2, 3]  # per-channel means, or one mean
+    axes = helper.make_tensor("axes", TensorProto.INT64, [len(reduce)], reduce)
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["data", "axes"], ["mean"], keepdims=0),
+            helper.make_node("Add", ["zeros", "mean"], ["output"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(output_shape))],
+        [zeros, axes],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+@pytest.fixture
+def pool() -> ModelPool:
+    return ModelPool()
+
+
+def test_missing_model_file_says_which(pool: ModelPool, tmp_path: Path) -> None:
+    with pytest.raises(ModelError) as error:
+        pool.read(tmp_path / "nope.xml")
+    assert (
+        str(error.value)
+        == f"model file {tmp_path / 'nope.xml'} does not exist: give an OpenVINO IR (.xml) or ONNX path"
+    )
+
+
+def test_ir_without_weights_file_is_a_model_error(pool: ModelPool, tmp_path: Path) -> None:
+    (tmp_path / "m.xml").write_text("<net/>", encoding="utf-8")
+    with pytest.raises(ModelError, match=r"has no weights file m\.bin beside it"):
+        pool.read(tmp_path / "m.xml")
+
+
+@pytest.mark.parametrize("name", ["m.xml", "m.onnx"])
+def test_corrupt_model_file_is_a_model_error(pool: ModelPool, tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"\x00garbage\xff" * 10)
+    (tmp_path / "m.bin").write_bytes(b"\x00" * 16)
+    with pytest.raises(
+        ModelError, match=rf"cannot read model .*{name}: Unable to read the model: .* Is it a complete"
+    ):
+        pool.read(tmp_path / name)
+
+
+def test_other_suffix_is_a_model_error(pool: ModelPool, tmp_path: Path) -> None:
+    (tmp_path / "m.pth").write_bytes(b"x")
+    with pytest.raises(ModelError, match=r"m\.pth is not \.xml \(OpenVINO IR\) or \.onnx"):
+        pool.read(tmp_path / "m.pth")
+
+
+@pytest.mark.parametrize("device", ["GPU", "NPU", "GPU.1", "AUTO:GPU,CPU"])
+def test_absent_device_is_a_config_error_listing_the_available_ones(
+    pool: ModelPool, tmp_path: Path, device: str
+) -> None:
+    model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
+    with pytest.raises(ConfigError) as error:
+        pool.compile(model, FLOAT_PRE, device=device, precision="f32", performance_hint="latency")
+    wanted = device.split(":")[-1].split(",")[0]
+    assert str(error.value) == (
+        f"device {wanted!r} is not available on this machine; available: CPU (or AUTO). Set device to one of them."
+    )
+
+
+@pytest.mark.parametrize(
+    ("precision", "hint", "message"),
+    [
+        ("fp32", "latency", "precision 'fp32' is not one of auto, f32, bf16, f16"),
+        ("f32", "fast", "performance_hint 'fast' is not one of throughput, latency"),
+    ],
+)
+def test_bad_precision_or_hint_is_a_config_error(
+    pool: ModelPool, tmp_path: Path, precision: str, hint: str, message: str
+) -> None:
+    model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
+    with pytest.raises(ConfigError, match=message):
+        pool.compile(model, FLOAT_PRE, device="CPU", precision=precision, performance_hint=hint)
+
+
+def test_pool_compiles_once_per_settings(pool: ModelPool, tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
+    first = pool.compile(model, FLOAT_PRE, device="CPU", precision="f32", performance_hint="latency")
+    again = pool.compile(model, FLOAT_PRE, device="CPU", precision="f32", performance_hint="latency")
+    other = pool.compile(model, FLOAT_PRE, device="CPU", precision="f32", performance_hint="throughput")
+    assert first is again
+    assert other is not first
+
+
+def test_shapes_report_the_network_before_preprocessing(pool: ModelPool, tmp_path: Path) -> None:
+    shapes = pool.shapes(tiny_onnx(tmp_path / "t.onnx", (1, 22, 112)))
+    assert shapes.input_shape == (1, 3, 32, 32)
+    assert shapes.input_type == "f32"
+    assert shapes.output_shapes == ((1, 22, 112),)
+    assert shapes.rt_info == {}
+
+
+def test_preprocessing_normalises_bgr_in_model_for_any_frame_size(pool: ModelPool, tmp_path: Path) -> None:
+    compiled = pool.compile(
+        tiny_onnx(tmp_path / "t.onnx", (1, 3)),
+        FLOAT_PRE,
+        device="CPU",
+        precision="f32",
+        performance_hint="latency",
+    )
+    request = compiled.create_infer_request()
+    for height, width in [(32, 32), (480, 640), (7, 1000)]:
+        image = np.empty((height, width, 3), np.uint8)
+        image[...] = (11, 22, 33)  # B, G, R: a flat colour survives any resize
+        out = infer_one(request, check_image(image, "test"))
+        # the network sees channel c as (x - mean_c) / std_c in BGR order
+        np.testing.assert_allclose(out, [[5.0, 10.0, 15.0]], atol=1e-4)
+
+
+def test_rgb_preprocessing_reverses_the_channels(pool: ModelPool, tmp_path: Path) -> None:
+    rgb = Preprocess(layout="NCHW", normalize=True, rgb=True)
+    compiled = pool.compile(
+        tiny_onnx(tmp_path / "t.onnx", (1, 3)), rgb, device="CPU", precision="f32", performance_hint="latency"
+    )
+    image = np.full((20, 30, 3), (11, 22, 33), np.uint8)
+    out = infer_one(compiled.create_infer_request(), check_image(image, "test"))
+    np.testing.assert_allclose(out, [[33.0, 22.0, 11.0]], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (
+            np.zeros((10, 10), np.uint8),
+            r"frame 3: image is grayscale \(10, 10\); convert it to BGR \(H, W, 3\)",
+        ),
+        (np.zeros((10, 10, 1), np.uint8), r"frame 3: image is grayscale \(10, 10, 1\)"),
+        (
+            np.zeros((10, 10, 4), np.uint8),
+            r"frame 3: image has shape \(10, 10, 4\); expected BGR \(H, W, 3\) with 3",
+        ),
+        (np.zeros((0, 0, 3), np.uint8), r"frame 3: image is empty \(size 0x0\)"),
+        (np.zeros((0, 640, 3), np.uint8), r"frame 3: image is empty \(size 640x0\)"),
+        (np.zeros((4, 4, 3), np.float32), r"frame 3: image dtype is float32; expected uint8"),
+        (np.zeros(0, np.uint8), r"frame 3: image has shape \(0,\); expected BGR"),
+    ],
+    ids=["gray-2d", "gray-1ch", "bgra", "empty", "zero-height", "float", "flat"],
+)
+def test_malformed_images_are_value_errors_that_say_what_is_wrong(image: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_image(image, "frame 3")
+
+
+def test_check_image_adds_the_batch_axis_and_makes_views_contiguous() -> None:
+    image = np.zeros((20, 40, 3), np.uint8)[:, ::2]  # a strided view
+    batch = check_image(image, "x")
+    assert batch.shape == (1, 20, 20, 3) and batch.flags.c_contiguous
+
+
+def test_stream_yields_in_input_order_and_reraises_on_the_callers_thread(
+    pool: ModelPool, tmp_path: Path
+) -> None:
+    compiled = pool.compile(
+        tiny_onnx(tmp_path / "t.onnx", (1, 3)),
+        Preprocess(layout="NCHW", normalize=True),
+        device="CPU",
+        precision="f32",
+        performance_hint="throughput",
+    )
+    # sizes differ so requests finish out of order; the value encodes the item
+    items = [(v, (8 + 97 * (v % 3), 16 + 53 * (v % 5))) for v in range(12)]
+
+    def image_of(item: tuple[int, tuple[int, int]]) -> np.ndarray:
+        value, (h, w) = item
+        return check_image(np.full((h, w, 3), value, np.uint8), f"item {value}")
+
+    results = list(infer_stream(compiled, items, image_of, in_flight=4))
+    assert [item[0] for item, _ in results] == list(range(12))
+    np.testing.assert_allclose([out[0, 0] for _, out in results], range(12), atol=1e-4)
+
+    def failing(item: tuple[int, tuple[int, int]]) -> np.ndarray:
+        if item[0] == 5:
+            return check_image(np.zeros((4, 4), np.uint8), "item 5")
+        return image_of(item)
+
+    seen = []
+    with pytest.raises(ValueError, match="item 5: image is grayscale"):
+        for item, _ in infer_stream(compiled, items, failing, in_flight=3):
+            seen.append(item[0])
+    assert seen == list(range(len(seen))) and len(seen) <= 5  # in order, none from after the bad one
