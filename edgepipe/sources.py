@@ -84,8 +84,8 @@ class _LatestBox:
                 self._cond.wait(min(left, _WAKE_S))
 
 
-class _Source:
-    """State and counters shared by every source; subclasses implement _open and __iter__."""
+class Source:
+    """What every source offers: `with source:`, `for frame in source`, stop(), state and counters."""
 
     is_live = False
 
@@ -119,7 +119,7 @@ class _Source:
             level = logging.WARNING if state in ("reconnecting", "failed") else logging.INFO
             log.log(level, "source %s: %s → %s%s", self.name, old, state, f" ({reason})" if reason else "")
 
-    def __enter__(self) -> _Source:
+    def __enter__(self) -> Source:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -130,7 +130,7 @@ class _Source:
         raise NotImplementedError
 
 
-class FileSource(_Source):
+class FileSource(Source):
     """Every frame of a video file in order; source_time from the container (seconds).
 
     `loop=True` replays the file (index and source_time keep rising). `realtime=True` paces the
@@ -148,6 +148,12 @@ class FileSource(_Source):
         self._cap: Any = None
         self._box = _LatestBox()
         self._thread: threading.Thread | None = None
+        probe = self._open()  # fail at construction, and know fps and length before the run starts
+        fps = float(probe.get(cv2.CAP_PROP_FPS))
+        count = int(probe.get(cv2.CAP_PROP_FRAME_COUNT))
+        probe.release()
+        self.fps = fps if math.isfinite(fps) and fps > 0 else None
+        self.frame_count = count if count > 0 else None  # from the container header; may be absent
 
     @property
     def dropped_frames(self) -> int:
@@ -166,8 +172,6 @@ class FileSource(_Source):
 
     def __enter__(self) -> FileSource:
         self._cap = self._open()
-        fps = float(self._cap.get(cv2.CAP_PROP_FPS))
-        self.fps = fps if math.isfinite(fps) and fps > 0 else None
         ok, _ = self._cap.read()
         if not ok:
             self._cap.release()
@@ -235,7 +239,7 @@ class FileSource(_Source):
             self._box.close()
 
 
-class ImageFolderSource(_Source):
+class ImageFolderSource(Source):
     """Sorted image files of a folder as frames; source_time = i / fps."""
 
     def __init__(self, path: str | Path, *, fps: float = 10.0, loop: bool = False) -> None:
@@ -276,7 +280,7 @@ def _imread(path: Path) -> NDArray[np.uint8]:
     return np.asarray(image, dtype=np.uint8)
 
 
-class _LiveSource(_Source):
+class _LiveSource(Source):
     """A capture thread per connection attempt, watched by a supervisor thread that reconnects.
 
     The supervisor recreates the capture when the reader ends (stream closed, open failed) or when

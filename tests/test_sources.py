@@ -64,6 +64,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
 # ---------------------------------------------------------------- files
 def test_file_source_delivers_every_frame_with_container_time(shared_data: Path) -> None:
     source = FileSource(shared_data / "video" / "vtest.mp4")
+    assert source.frame_count == 795
     with source:
         assert source.fps == 10.0
         assert source.state == "connected"
@@ -123,9 +124,8 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
 def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
     bogus = tmp_path / "notes.mp4"
     bogus.write_text("not a video\n")
-    source = FileSource(bogus)
-    with pytest.raises(SourceError, match=r"notes\.mp4"), source:
-        pass
+    with pytest.raises(SourceError, match=r"cannot open video file .*notes\.mp4"):
+        FileSource(bogus)
 
 
 def test_iterating_outside_with_is_an_error(tmp_path: Path) -> None:
