@@ -42,11 +42,16 @@ def test_dash_writes_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == event(3).to_json() + "\n"
 
 
+def test_missing_folders_are_created(tmp_path: Path) -> None:
+    with JsonlSink(tmp_path / "state" / "events.jsonl") as sink:
+        sink.publish(event(1))
+    assert (tmp_path / "state" / "events.jsonl").read_text() == event(1).to_json() + "\n"
+
+
 def test_unwritable_path_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(
-        ConfigError, match=r"cannot open the events file .*/missing/events.jsonl: No such file"
-    ):
-        JsonlSink(tmp_path / "missing" / "events.jsonl")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"cannot open the events file .*/file/events.jsonl: File exists"):
+        JsonlSink(tmp_path / "file" / "events.jsonl")
 
 
 class Recorder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from edgepipe.errors import ConfigError
@@ -12,7 +13,7 @@ from edgepipe.types import Event
 
 
 class JsonlSink:
-    """Appends events to `path_or_dash` ("-" = stdout). Counts and status are not written: the
+    """Appends events to `path_or_dash` ("-" = stdout; missing folders are created). Counts and status are not written: the
     file holds events only, so every line has the same schema."""
 
     def __init__(self, path_or_dash: str | os.PathLike[str]) -> None:
@@ -22,9 +23,13 @@ class JsonlSink:
             self._stream, self._owned = sys.stdout, False
         else:
             try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 self._stream, self._owned = open(self.path, "a", encoding="utf-8"), True  # noqa: SIM115
             except OSError as err:
-                raise ConfigError(f"cannot open the events file {self.path}: {err.strerror}") from err
+                raise ConfigError(
+                    f"cannot open the events file {self.path}: {err.strerror}; "
+                    "check that its folder can be created and written to"
+                ) from err
         self.written = 0
 
     def publish(self, event: Event) -> None:
