@@ -9,12 +9,15 @@ Every SORT matrix (F, H, Q, R and the initial P) is block-diagonal: each of cx, 
 coupled only to its own velocity. So P stays block-diagonal, and one track's filter is four
 independent 2-state filters (r with a velocity pinned at 0). That is exactly the 7-state filter,
 stored as 2x2 blocks: predict is one matrix product over all tracks, update is elementwise.
+
+All per-track values live in one float64 array, one row per track, because at ten targets the
+cost of a frame is the number of numpy calls, not their size: one gather, scatter or compaction
+then moves a whole track.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TypeVar
 
 import lap
 import numpy as np
@@ -22,10 +25,15 @@ from numpy.typing import NDArray
 
 from edgepipe.types import Detections, Tracks
 
-# Columns of one filter row (the `_filter` array): mean position [cx, cy, s, r], mean velocity
-# [vx, vy, vs, vr], and per coordinate the covariance block [[pp, pv], [pv, vv]] of (position, velocity).
+# Columns of a track row. Five groups of four, one entry per coordinate cx, cy, s, r: mean
+# position, mean velocity ([vx, vy, vs, vr]) and the covariance block [[pp, pv], [pv, vv]];
+# then the bookkeeping, integers stored exactly as floats.
 _POS, _VEL, _PP, _PV, _VV = (slice(i, i + 4) for i in range(0, 20, 4))
-_ROW_SIZE = 20
+_TIME_SINCE_UPDATE = 20  # frames (update calls) since the last match
+_HIT_STREAK = 21  # matches in a row
+_TRACK_ID = 22  # 0 until the track is first reported
+_CLASS_ID = 23
+_ROW_SIZE = 24
 
 # Noise of the reference: Q = diag(1, 1, 1, 1, .01, .01, .0001), R = diag(1, 1, 10, 10),
 # P0 = 10·diag(1, 1, 1, 1, 1000, 1000, 1000) (large: the first velocity is unknown).
@@ -33,20 +41,21 @@ _ROW_SIZE = 20
 _Q_POS = np.array([1.0, 1.0, 1.0, 1.0])
 _Q_VEL = np.array([1e-2, 1e-2, 1e-4, 0.0])
 _R = np.array([1.0, 1.0, 10.0, 10.0])
-_P0_POS = np.full(4, 10.0)
-_P0_VEL = np.array([1e4, 1e4, 1e4, 0.0])
+_NEW_TRACK = np.zeros(_ROW_SIZE)
+_NEW_TRACK[_PP] = 10.0
+_NEW_TRACK[_VV] = [1e4, 1e4, 1e4, 0.0]
 
 _INITIAL_CAPACITY = 64
-
-_Scalar = TypeVar("_Scalar", bound=np.generic)
+_SMALL_ASSIGNMENT = 400  # track-detection pairs below which lapjv gets the whole IoU matrix
 
 
 def _transition(step: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Predict over `step` frames as `row @ a + b` on filter rows: x' = F x, P' = F P Fᵀ + Σ Fⁱ Q Fⁱᵀ.
+    """Predict over `step` frames as `row @ a + b` on track rows: x' = F x, P' = F P Fᵀ + Σ Fⁱ Q Fⁱᵀ.
 
     Per coordinate F = [[1, k], [0, 1]] with k = step, so pp' = pp + 2k·pv + k²·vv, pv' = pv + k·vv,
     and the process noise of k single steps adds up to k·q_pos + (k-1)k(2k-1)/6·q_vel,
-    (k-1)k/2·q_vel and k·q_vel (the same as calling predict k times)."""
+    (k-1)k/2·q_vel and k·q_vel (the same as calling predict k times). The same product counts
+    one more frame since the last match."""
     k = float(step)
     a = np.eye(_ROW_SIZE)
     for j in range(4):
@@ -58,23 +67,27 @@ def _transition(step: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     b[_PP] = k * _Q_POS + (k - 1) * k * (2 * k - 1) / 6 * _Q_VEL
     b[_PV] = (k - 1) * k / 2 * _Q_VEL
     b[_VV] = k * _Q_VEL
+    b[_TIME_SINCE_UPDATE] = 1.0
     return a, b
 
 
 def _measurements(xyxy: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """(M, 4) xyxy → the same as float64 and (M, 4) [cx, cy, s, r]; ValueError naming the first bad row."""
-    boxes = np.asarray(xyxy, np.float64)
-    wh = boxes[:, 2:] - boxes[:, :2]
-    z = np.empty((len(boxes), 4))
-    z[:, :2] = boxes[:, :2] + 0.5 * wh
-    z[:, 2] = wh[:, 0] * wh[:, 1]
-    z[:, 3] = wh[:, 0] / wh[:, 1]
-    # min() > 0 is False for NaN; the sum catches inf. Only a failing frame pays for the search.
-    if len(z) and not (wh.min() > 0 and math.isfinite(z.sum())):
-        bad = ~(np.isfinite(boxes).all(axis=1) & (wh > 0).all(axis=1) & np.isfinite(z).all(axis=1))
-        row = int(np.flatnonzero(bad)[0])
+    """(M, 4) xyxy → (4, M) x1, y1, x2, y2 and (4, M) cx, cy, s, r rows, float64.
+
+    Raises ValueError naming the first row that is not a box (NaN, inf, zero or negative size)."""
+    boxes = xyxy.T.astype(np.float64, order="C")
+    wh = boxes[2:] - boxes[:2]
+    z = np.empty_like(boxes)
+    np.multiply(wh, 0.5, out=z[:2])
+    z[:2] += boxes[:2]
+    np.multiply(wh[0], wh[1], out=z[2])
+    np.divide(wh[0], wh[1], out=z[3])
+    # min() > 0 is False for NaN, the sum is not finite with an inf. Only a bad frame pays for the search.
+    if boxes.shape[1] and not (wh.min() > 0 and math.isfinite(z.sum())):
+        bad = ~(np.isfinite(boxes).all(axis=0) & (wh > 0).all(axis=0) & np.isfinite(z).all(axis=0))
+        row = int(bad.nonzero()[0][0])
         raise ValueError(
-            f"detection {row} has box {boxes[row].tolist()} (x1, y1, x2, y2): every box needs finite "
+            f"detection {row} has box {boxes[:, row].tolist()} (x1, y1, x2, y2): every box needs finite "
             "coordinates with x2 > x1 and y2 > y1"
         )
     return boxes, z
@@ -83,10 +96,11 @@ def _measurements(xyxy: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDAr
 class SortTracker:
     """SORT over whole frames: `update` must be called for every frame, even with no detections.
 
-    A track is reported while it is matched (`time_since_update < 1` in the reference) and either
-    has `min_hits` matches in a row or the tracker is within its first `min_hits` frames; it ends
-    after more than `max_age` unmatched frames. Ids count up from 1 per tracker, in the order
-    tracks are first reported, so tentative tracks use no ids.
+    A track is reported in the frames where it is matched (`time_since_update < 1` in the
+    reference) once it has `min_hits` matches in a row, or at once during the first `min_hits`
+    frames; it ends after more than `max_age` frames without a match. Track ids count up from 1
+    per tracker, in the order tracks are first reported, so tentative tracks use up no ids.
+    With `match_classes`, a track only matches detections of the class it started with.
     """
 
     def __init__(
@@ -108,28 +122,53 @@ class SortTracker:
         self.frame_count = 0  # update calls so far
         self._last_frame_index: int | None = None
         self._next_id = 1
-        self._count = 0  # live tracks: rows [0, _count) of the arrays below
         self._one_step = _transition(1)
-        capacity = _INITIAL_CAPACITY
-        self._filter = np.zeros((capacity, _ROW_SIZE))  # see _POS ... _VV
-        self._score = np.zeros(capacity, np.float32)  # of the last matched detection
-        self._class_id = np.zeros(capacity, np.int32)
-        self._track_id = np.zeros(capacity, np.int64)  # 0 until first reported
-        self._time_since_update = np.zeros(capacity, np.int64)  # frames since the last match
-        self._hit_streak = np.zeros(capacity, np.int64)  # matches in a row
+        # Live tracks are rows [0, _count); spare rows save a reallocation per new track.
+        self._tracks = np.zeros((_INITIAL_CAPACITY, _ROW_SIZE))
+        self._count = 0
 
-    def _grow(self, capacity: int) -> None:
-        """Reallocate the per-track arrays with room for `capacity` tracks, keeping the live rows."""
+    def __len__(self) -> int:
+        """Live tracks, tentative ones included."""
+        return self._count
+
+    def update(self, detections: Detections, frame_index: int | None = None) -> Tracks:
+        """Advance all tracks to this frame, match them to `detections`, return the reported tracks.
+
+        `frame_index` (optional) numbers the frame in its source: a jump of k predicts k steps, so
+        frames a live source dropped do not look like slow motion. Dropped frames do not count as
+        misses toward `max_age`; only frames passed to `update` do."""
+        step = self._advance_clock(frame_index)
+        boxes, z = _measurements(detections.xyxy)
         n = self._count
-        self._filter = _resized(self._filter, capacity, n)
-        self._score = _resized(self._score, capacity, n)
-        self._class_id = _resized(self._class_id, capacity, n)
-        self._track_id = _resized(self._track_id, capacity, n)
-        self._time_since_update = _resized(self._time_since_update, capacity, n)
-        self._hit_streak = _resized(self._hit_streak, capacity, n)
+        self._predict(n, step)
+        track_rows, det_rows = self._associate(n, boxes, z, detections.class_id)
+        matched = self._correct(track_rows, z[:, det_rows].T, detections.class_id[det_rows])
+        new_rows = np.empty(0, np.intp)
+        if len(det_rows) < len(detections):
+            unmatched = np.ones(len(detections), np.bool_)
+            unmatched[det_rows] = False
+            new_rows = unmatched.nonzero()[0]
+            self._start_tracks(z[:, new_rows].T, detections.class_id[new_rows])
+
+        # Reported: matched tracks with a long enough streak; during warm-up every track seen now.
+        if self.frame_count <= self.min_hits or self.min_hits == 0:
+            reported = np.concatenate([matched, self._tracks[n : self._count]])
+            track_rows = np.concatenate([track_rows, np.arange(n, self._count)])
+            det_rows = np.concatenate([det_rows, new_rows])
+        else:
+            confirmed = matched[:, _HIT_STREAK] >= self.min_hits
+            reported, track_rows, det_rows = matched[confirmed], track_rows[confirmed], det_rows[confirmed]
+        return Tracks(
+            _xyxy(reported[:, _POS]).astype(np.float32),
+            detections.score[det_rows],
+            detections.class_id[det_rows],
+            self._ids(reported[:, _TRACK_ID], track_rows),
+            det_rows,
+            self._end_tracks(),
+        )
 
     def _advance_clock(self, frame_index: int | None) -> int:
-        """Frames since the previous update: 1, or the gap in `frame_index` (dropped frames)."""
+        """Count this update; return the frames since the previous one (1 unless frames were dropped)."""
         self.frame_count += 1
         last = self._last_frame_index
         if frame_index is None:
@@ -140,191 +179,145 @@ class SortTracker:
         self._last_frame_index = frame_index
         return 1 if last is None else frame_index - last
 
-    def update(self, detections: Detections, frame_index: int | None = None) -> Tracks:
-        """Advance all tracks to this frame, match them to `detections`, return the reported tracks.
-
-        `frame_index` (optional) numbers the frame in its source; a jump of k predicts k steps, so
-        frames a live source dropped do not look like slow motion. Dropped frames do not count
-        as misses toward `max_age`: only frames passed to `update` do.
-        """
-        step = self._advance_clock(frame_index)
-        boxes, z = _measurements(detections.xyxy)
-        n = self._count
-        self._predict(n, step)
-        track_rows, det_rows = self._associate(n, boxes, z, detections.class_id)
-        self._correct(track_rows, z[det_rows])
-        self._score[track_rows] = detections.score[det_rows]
-        self._class_id[track_rows] = detections.class_id[det_rows]
-        self._time_since_update[track_rows] = 0
-        self._hit_streak[track_rows] += 1
-
-        unmatched = np.ones(len(z), np.bool_)
-        unmatched[det_rows] = False
-        new_rows = np.flatnonzero(unmatched)
-        self._start_tracks(z[new_rows], detections.score[new_rows], detections.class_id[new_rows])
-        detection_index = np.full(self._count, -1, np.intp)
-        detection_index[track_rows] = det_rows
-        detection_index[n:] = new_rows
-
-        rows, ids = self._report()
-        return Tracks(
-            _cxcysr_to_xyxy(self._filter[rows, _POS]).astype(np.float32),
-            self._score[rows],
-            self._class_id[rows],
-            ids,
-            detection_index[rows],
-            self._end_tracks(),
-        )
-
     def _predict(self, n: int, step: int) -> None:
-        """Advance the first n filters by `step` frames; count one more frame without a match."""
-        rows = self._filter[:n]
-        # SORT stops shrinking a box whose area would reach zero: predicted area s + k·vs <= 0 → vs = 0.
-        shrinking_away = rows[:, 2] + step * rows[:, 6] <= 0
-        if shrinking_away.any():
-            rows[shrinking_away, 6] = 0.0
+        """Advance the first n tracks by `step` frames and count one more frame without a match."""
+        rows = self._tracks[:n]
+        # A streak counts matches in a row: a miss in the previous frame breaks it.
+        rows[:, _HIT_STREAK] *= rows[:, _TIME_SINCE_UPDATE] == 0
         a, b = self._one_step if step == 1 else _transition(step)
         rows[:] = rows @ a + b
-        # A streak counts consecutive matched frames: a miss in the previous frame breaks it.
-        self._hit_streak[:n][self._time_since_update[:n] > 0] = 0
-        self._time_since_update[:n] += 1
+        # SORT's guard for a shrinking box: where the predicted area s + k·vs is <= 0, vs = 0 and
+        # s keeps its value. Checked after the fact because it almost never happens.
+        if n and rows[:, 2].min() <= 0:
+            vanished = rows[:, 2] <= 0
+            rows[vanished, 2] -= step * rows[vanished, 6]
+            rows[vanished, 6] = 0.0
 
     def _associate(
         self, n: int, boxes: NDArray[np.float64], z: NDArray[np.float64], class_id: NDArray[np.int32]
     ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """Match predicted tracks to detections by IoU → (track rows, detection rows), same length.
 
-        Optimal (`lap.lapjv` with cost 1 - IoU and cost limit 1 - iou_threshold), but a track and
-        a detection that are each other's only candidate are matched without it: such a pair is
-        part of every optimum, and in most frames all pairs are like that."""
-        m = len(z)
-        none = np.empty(0, np.intp)
+        Optimal for cost 1 - IoU with cost limit 1 - iou_threshold (`lap.lapjv`). A track and a
+        detection that are each other's only candidate are matched without lapjv: such a pair is
+        part of every optimum, and in most frames every pair is like that."""
+        m = boxes.shape[1]
         if n == 0 or m == 0:
+            none = np.empty(0, np.intp)
             return none, none
-        iou = _iou(self._filter[:n, _POS], boxes, z[:, 2])
+        iou = _iou(self._tracks[:n, _POS], boxes, z[2])
         if self.match_classes:
-            iou[self._class_id[:n, None] != class_id[None, :]] = 0.0
-        track_rows, det_rows = np.divmod(np.flatnonzero(iou >= self.iou_threshold), m)
-        alone = (np.bincount(track_rows, minlength=n)[track_rows] == 1) & (
-            np.bincount(det_rows, minlength=m)[det_rows] == 1
-        )
-        if alone.all():
+            iou[self._tracks[:n, _CLASS_ID, None] != class_id] = 0.0
+        flat = (iou >= self.iou_threshold).ravel().nonzero()[0]
+        track_rows = flat // m
+        det_rows = flat - track_rows * m
+        per_track = np.bincount(track_rows, minlength=n)
+        per_det = np.bincount(det_rows, minlength=m)
+        if len(flat) == 0 or (per_track.max() == 1 and per_det.max() == 1):
             return track_rows, det_rows
+        if n * m <= _SMALL_ASSIGNMENT:
+            return _optimal_pairs(iou, self.iou_threshold)
+        # Many targets: solve only the contested block; lone pairs are matched already.
+        alone = (per_track[track_rows] == 1) & (per_det[det_rows] == 1)
         rows = np.unique(track_rows[~alone])
         cols = np.unique(det_rows[~alone])
-        _, col_of_row, _ = lap.lapjv(
-            1.0 - iou[np.ix_(rows, cols)], extend_cost=True, cost_limit=1.0 - self.iou_threshold
-        )
-        picked = np.flatnonzero(col_of_row >= 0)
-        contested_rows, contested_cols = rows[picked], cols[col_of_row[picked]]
-        keep = iou[contested_rows, contested_cols] >= self.iou_threshold  # lapjv may take a pair at the limit
+        picked_rows, picked_cols = _optimal_pairs(iou[np.ix_(rows, cols)], self.iou_threshold)
         return (
-            np.concatenate([track_rows[alone], contested_rows[keep]]),
-            np.concatenate([det_rows[alone], contested_cols[keep]]),
+            np.concatenate([track_rows[alone], rows[picked_rows]]),
+            np.concatenate([det_rows[alone], cols[picked_cols]]),
         )
 
-    def _correct(self, track_rows: NDArray[np.intp], z: NDArray[np.float64]) -> None:
-        """Kalman update of the matched tracks with their measurements z, (K, 4) [cx, cy, s, r]."""
-        rows = self._filter[track_rows]
-        pp, pv, vv = rows[:, _PP], rows[:, _PV], rows[:, _VV]
-        innovation_var = pp + _R
-        gain_pos = pp / innovation_var
-        gain_vel = pv / innovation_var
-        innovation = z - rows[:, _POS]
-        rows[:, _POS] += gain_pos * innovation
-        rows[:, _VEL] += gain_vel * innovation
-        rows[:, _VV] = vv - gain_vel * pv
-        rows[:, _PV] = pv - gain_pos * pv
-        rows[:, _PP] = pp - gain_pos * pp
-        self._filter[track_rows] = rows
+    def _correct(
+        self, track_rows: NDArray[np.intp], z: NDArray[np.float64], class_id: NDArray[np.int32]
+    ) -> NDArray[np.float64]:
+        """Kalman update of the matched tracks with measurements z, (K, 4) [cx, cy, s, r] → their new rows."""
+        rows = self._tracks[track_rows]
+        blocks = rows[:, :20].reshape(-1, 5, 4)  # per track: position, velocity, pp, pv, vv
+        innovation_var = blocks[:, 2] + _R
+        cov = blocks[:, 2:4]  # [pp, pv]
+        gain = cov / innovation_var[:, None]  # [Kp, Kv]
+        innovation = z - blocks[:, 0]
+        blocks[:, 0:2] += gain * innovation[:, None]
+        blocks[:, 4] -= gain[:, 1] * blocks[:, 3]  # vv - Kv·pv, before pv changes
+        cov *= (_R / innovation_var)[:, None]  # pp·(1 - Kp), pv·(1 - Kp)
+        rows[:, _TIME_SINCE_UPDATE] = 0.0
+        rows[:, _HIT_STREAK] += 1.0
+        if self.match_classes:
+            rows[:, _CLASS_ID] = class_id
+        self._tracks[track_rows] = rows
+        return rows
 
-    def _start_tracks(
-        self, z: NDArray[np.float64], score: NDArray[np.float32], class_id: NDArray[np.int32]
-    ) -> None:
+    def _start_tracks(self, z: NDArray[np.float64], class_id: NDArray[np.int32]) -> None:
         """One new tentative track per measurement row, at rest, with the reference's initial P."""
-        start, k = self._count, len(z)
-        if k == 0:
-            return
-        if start + k > len(self._filter):
-            self._grow(max(2 * len(self._filter), start + k))
-        end = start + k
-        rows = self._filter[start:end]
-        rows[:] = 0.0
+        start, end = self._count, self._count + len(z)
+        if end > len(self._tracks):
+            grown = np.zeros((max(2 * len(self._tracks), end), _ROW_SIZE))
+            grown[:start] = self._tracks[:start]
+            self._tracks = grown
+        rows = self._tracks[start:end]
+        rows[:] = _NEW_TRACK
         rows[:, _POS] = z
-        rows[:, _PP] = _P0_POS
-        rows[:, _VV] = _P0_VEL
-        self._score[start:end] = score
-        self._class_id[start:end] = class_id
-        self._track_id[start:end] = 0
-        self._time_since_update[start:end] = 0
-        self._hit_streak[start:end] = 0
+        rows[:, _CLASS_ID] = class_id
         self._count = end
 
-    def _report(self) -> tuple[NDArray[np.intp], NDArray[np.int64]]:
-        """Rows and ids of the tracks matched this frame that are confirmed (or still warming up)."""
-        n = self._count
-        reported = self._time_since_update[:n] == 0
-        if self.frame_count > self.min_hits:
-            reported &= self._hit_streak[:n] >= self.min_hits
-        rows = np.flatnonzero(reported)
-        ids = self._track_id[rows]
-        first_time = ids == 0
-        if first_time.any():
+    def _ids(self, ids: NDArray[np.float64], track_rows: NDArray[np.intp]) -> NDArray[np.int64]:
+        """The ids of reported tracks, giving the next free ids to those reported for the first time."""
+        if len(ids) and ids.min() == 0:
+            first_time = ids == 0
             count = int(first_time.sum())
             ids[first_time] = np.arange(self._next_id, self._next_id + count)
+            self._tracks[track_rows[first_time], _TRACK_ID] = ids[first_time]
             self._next_id += count
-            self._track_id[rows] = ids
-        return rows, ids
+        return ids.astype(np.int64)
 
     def _end_tracks(self) -> NDArray[np.int64]:
         """Drop tracks unmatched for more than max_age frames → ids of those that were ever reported."""
         n = self._count
-        dead = self._time_since_update[:n] > self.max_age
-        if not dead.any():
+        if n == 0 or self._tracks[:n, _TIME_SINCE_UPDATE].max() <= self.max_age:
             return np.empty(0, np.int64)
-        ended = self._track_id[:n][dead]
-        keep = np.flatnonzero(~dead)
-        for name in ("_filter", "_score", "_class_id", "_track_id", "_time_since_update", "_hit_streak"):
-            array = getattr(self, name)
-            array[: len(keep)] = array[keep]
+        dead = self._tracks[:n, _TIME_SINCE_UPDATE] > self.max_age
+        ended: NDArray[np.float64] = self._tracks[:n][dead, _TRACK_ID]
+        keep = (~dead).nonzero()[0]
+        self._tracks[: len(keep)] = self._tracks[keep]
         self._count = len(keep)
-        return ended[ended > 0]
+        return ended[ended > 0].astype(np.int64)
 
 
-def _resized(array: NDArray[_Scalar], capacity: int, n: int) -> NDArray[_Scalar]:
-    """A zeroed copy of `array` with `capacity` rows, the first n copied over."""
-    grown = np.zeros((capacity, *array.shape[1:]), array.dtype)
-    grown[:n] = array[:n]
-    return grown
+def _optimal_pairs(
+    iou: NDArray[np.float64], iou_threshold: float
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Rows and columns of the assignment that minimises the summed 1 - IoU, each pair below the
+    cost limit 1 - iou_threshold, by `lap.lapjv`; anything left out stays unmatched."""
+    col_of_row, _ = lap.lapjv(1.0 - iou, extend_cost=True, cost_limit=1.0 - iou_threshold, return_cost=False)
+    rows = (col_of_row >= 0).nonzero()[0]
+    cols = col_of_row[rows]
+    keep = iou[rows, cols] >= iou_threshold  # lapjv may take a pair right at the limit
+    return rows[keep], cols[keep]
+
+
+def _xyxy(cxcysr: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(N, 4) [cx, cy, s, r] with s, r > 0 → (N, 4) xyxy."""
+    half = np.empty((len(cxcysr), 2))
+    np.multiply(cxcysr[:, 2], cxcysr[:, 3], out=half[:, 0])
+    np.sqrt(half[:, 0], out=half[:, 0])
+    np.divide(cxcysr[:, 2], half[:, 0], out=half[:, 1])
+    half *= 0.5
+    return np.concatenate([cxcysr[:, :2] - half, cxcysr[:, :2] + half], axis=1)
 
 
 def _iou(
     tracks: NDArray[np.float64], boxes: NDArray[np.float64], area: NDArray[np.float64]
 ) -> NDArray[np.float64]:
-    """IoU of (N, 4) [cx, cy, s, r] tracks and (M, 4) xyxy boxes of the given areas → (N, M).
+    """IoU of (N, 4) [cx, cy, s, r] tracks with (4, M) x1, y1, x2, y2 boxes of areas (M,) → (N, M).
 
-    Coordinates go to contiguous rows first and the (N, M) temporaries are reused in place:
-    at hundreds of targets this is memory-bound."""
-    a = _cxcysr_to_xyxy(tracks).T.copy()
-    b = boxes.T.copy()
-    inter: NDArray[np.float64] = np.minimum(a[2, :, None], b[2])
-    inter -= np.maximum(a[0, :, None], b[0])
-    np.maximum(inter, 0.0, out=inter)
-    inter_h = np.minimum(a[3, :, None], b[3])
-    inter_h -= np.maximum(a[1, :, None], b[1])
-    np.maximum(inter_h, 0.0, out=inter_h)
-    inter *= inter_h
-    union = inter_h  # reuse the buffer
-    np.add(tracks[:, 2, None], area, out=union)  # both areas > 0, so the union is too
+    x and y go through numpy together as (2, N, M); M is the innermost, contiguous axis, so loops
+    stay long at hundreds of targets, and the big temporaries are reused in place."""
+    a = _xyxy(tracks).T
+    overlap = np.minimum(a[2:, :, None], boxes[2:, None, :])
+    overlap -= np.maximum(a[:2, :, None], boxes[:2, None, :])
+    np.maximum(overlap, 0.0, out=overlap)
+    inter: NDArray[np.float64] = overlap[0] * overlap[1]
+    union = np.add(tracks[:, 2, None], area, out=overlap[1])  # both areas > 0, so the union is too
     union -= inter
     inter /= union
     return inter
-
-
-def _cxcysr_to_xyxy(cxcysr: NDArray[np.float64]) -> NDArray[np.float64]:
-    """(N, 4) [cx, cy, s, r] with s, r > 0 → (N, 4) xyxy."""
-    half = np.empty((len(cxcysr), 2))
-    half[:, 0] = np.sqrt(cxcysr[:, 2] * cxcysr[:, 3])
-    half[:, 1] = cxcysr[:, 2] / half[:, 0]
-    half *= 0.5
-    return np.concatenate([cxcysr[:, :2] - half, cxcysr[:, :2] + half], axis=1)
