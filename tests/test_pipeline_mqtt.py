@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from edgepipe.publish.outbox import Outbox
 from tests.fixtures.mqtt import Broker, Subscriber
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,14 +28,16 @@ MODEL = REPO / "models" / "nanodet-plus-m_320_fp16.xml"
 EVENTS = "edgepipe/vtest/events"
 
 
-def write_config(tmp_path: Path, video: Path, broker: Broker) -> Path:
+def write_config(
+    tmp_path: Path, video: Path, broker: Broker, *, realtime: bool = True, mqtt_extra: str = ""
+) -> Path:
     """The demo pipeline's rules (a line through the middle of the path and a lawn zone), paced at
     the file's 10 fps so a run lasts long enough for an outage in the middle of it."""
     config = tmp_path / "vtest.yml"
     config.write_text(
         f"""
 name: vtest
-source: {{type: file, path: {video}, realtime: true}}
+source: {{type: file, path: {video}, realtime: {str(realtime).lower()}}}
 detector: {{model: {MODEL}, threshold: 0.4, classes: [person]}}
 tracker: {{max_age: 3, min_hits: 3, iou_threshold: 0.3}}
 rules:
@@ -45,7 +48,7 @@ outputs:
     host: {broker.host}
     port: {broker.port}
     outbox: {{path: {tmp_path / "outbox.sqlite"}}}
-status_interval_s: 1
+{mqtt_extra}status_interval_s: 1
 """
     )
     return config
@@ -84,6 +87,20 @@ def expected_counts(events: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         "crossing": {"in": line["in"], "out": line["out"]},
         "lawn": {"occupancy": enter - leave, "enter": enter, "exit": leave},
     }
+
+
+def summary_events(out: str) -> dict[str, int]:
+    """The run's closing summary line `vtest: events: line_cross 1, zone_enter 2` as a dict."""
+    line = next(line for line in out.splitlines() if line.startswith("vtest: events: "))
+    items = line.removeprefix("vtest: events: ").split(", ")
+    return {} if items == ["none"] else {k: int(v) for k, v in (item.split(" ") for item in items)}
+
+
+def outbox_rows(path: Path) -> int:
+    box = Outbox(path)
+    depth = box.depth
+    box.close()
+    return depth
 
 
 @pytest.fixture
@@ -172,3 +189,56 @@ def test_sigkill_while_the_broker_is_down_then_the_next_run_delivers_the_backlog
     )
     # an event committed to the outbox just before the kill may not have reached the file yet
     assert len(extra) <= 1
+
+
+# ---------------------------------------------------------------- bad broker settings
+def test_unreachable_broker_the_run_still_counts_and_logs_retries(
+    mosquitto: Callable[..., Broker], tmp_path: Path, video: Path
+) -> None:
+    broker = mosquitto(start=False)  # nothing listens on its port
+    config = write_config(tmp_path, video, broker, realtime=False)
+    run = edgepipe_run(config, tmp_path / "events.jsonl", max_frames=100)
+    out = run.communicate(timeout=240)[0].decode()
+    assert run.returncode == 0, out[-3000:]
+    assert f"cannot connect to MQTT broker 127.0.0.1:{broker.port}" in out
+    assert "stay in the outbox for the next start" in out
+    assert "Traceback" not in out
+    # counting went on: the summary, the events file and the outbox agree
+    events = read_events(tmp_path / "events.jsonl")
+    assert summary_events(out) == dict(Counter(e["type"] for e in events))
+    assert len(events) >= 1
+    assert outbox_rows(tmp_path / "outbox.sqlite") == len(events) + 1  # + the retained counts
+
+
+def test_wrong_password_the_run_still_counts_and_says_credentials_were_refused(
+    mosquitto: Callable[..., Broker], tmp_path: Path, video: Path
+) -> None:
+    broker = mosquitto(users={"edge": "right-horse-battery"})
+    (tmp_path / "password").write_text("wrong-staple-42\n")
+    mqtt_extra = f"    username: edge\n    password_file: {tmp_path / 'password'}\n"
+    config = write_config(tmp_path, video, broker, realtime=False, mqtt_extra=mqtt_extra)
+    run = edgepipe_run(config, tmp_path / "events.jsonl", max_frames=100)
+    out = run.communicate(timeout=240)[0].decode()
+    assert run.returncode == 0, out[-3000:]
+    assert (
+        f"MQTT broker 127.0.0.1:{broker.port} refused the connection (Not authorized) for user 'edge'" in out
+    )
+    events = read_events(tmp_path / "events.jsonl")
+    assert summary_events(out) == dict(Counter(e["type"] for e in events))
+    assert len(events) >= 1
+    assert "wrong-staple-42" not in out
+    assert "Traceback" not in out
+
+
+def test_bad_ca_file_is_one_error_line_before_any_frame(
+    mosquitto: Callable[..., Broker], tmp_path: Path, video: Path
+) -> None:
+    broker = mosquitto(start=False)
+    ca = tmp_path / "ca.crt"
+    ca.write_text("this is not a certificate\n")
+    config = write_config(tmp_path, video, broker, realtime=False, mqtt_extra=f"    tls: {{ca_file: {ca}}}\n")
+    run = edgepipe_run(config, tmp_path / "events.jsonl", max_frames=100)
+    out = run.communicate(timeout=240)[0].decode()
+    assert run.returncode == 1
+    assert f"edgepipe: error: MQTT tls.ca_file {ca} is not a PEM CA certificate" in out
+    assert "Traceback" not in out
