@@ -47,8 +47,3 @@ COCO_LABELS: tuple[str, ...] = (
     "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
     "teddy bear", "hair drier", "toothbrush",
 )  # fmt: skip
-
-
-def num_priors(size: int, strides: tuple[int, ...] = (8, 16, 32, 64)) -> int:
-    """Rows of the output for a square input of side `size`: Σ ceil(size/s)² over the strides."""
-    return sum(-((-size // s) ** 2) for s in strides)

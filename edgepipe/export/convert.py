@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgepipe.errors import ConfigError, ModelError
-from edgepipe.export.arch import ARCHS, SIZES, num_priors
+from edgepipe.export.arch import ARCHS, SIZES
 from edgepipe.modelcard import NANODET_MEAN_BGR, NANODET_STD_BGR, ModelCard, card_path, write_card
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,6 @@ class ExportResult:
     fp16: Parity
     int8_recall: float | None = None  # of FP16 detections, on the verification images
     int8_matched: tuple[int, int] = (0, 0)  # (found again, FP16 detections)
-    notes: dict[str, str] = field(default_factory=dict)
 
 
 def export(request: ExportRequest) -> ExportResult:
@@ -336,11 +335,6 @@ def _move_into_place(work: Path, out_dir: Path) -> list[Path]:
         path.replace(target)
         moved.append(target)
     return moved
-
-
-def expected_output_shape(request: ExportRequest) -> tuple[int, int, int]:
-    spec = ARCHS[request.arch]
-    return 1, num_priors(request.size, spec.strides), len(request.labels) + 4 * (spec.reg_max + 1)
 
 
 def read_labels(path: Path | None, default: Sequence[str]) -> tuple[str, ...]:
