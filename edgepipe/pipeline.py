@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -32,13 +33,15 @@ from edgepipe.config import (
 )
 from edgepipe.detect import Detector, ModelPool
 from edgepipe.errors import ConfigError, EdgepipeError
+from edgepipe.metrics import Metrics, log_line
 from edgepipe.publish import FanoutPublisher, Publisher
 from edgepipe.publish.jsonl import JsonlSink
 from edgepipe.publish.mqtt import MqttPublisher
 from edgepipe.rules import LineCrossing, Rules, Zone
 from edgepipe.sources import CameraSource, FileSource, ImageFolderSource, RtspSource, Source
+from edgepipe.systemd import Notifier
 from edgepipe.track import SortTracker
-from edgepipe.types import Event
+from edgepipe.types import Event, Frame
 
 log = logging.getLogger(__name__)
 
@@ -87,31 +90,46 @@ class Pipeline:
         self.max_frames = max_frames
         self.status_interval_s = status_interval_s
         self.stats = RunStats()
+        self.metrics = Metrics(name, window_s=max(status_interval_s, 5.0))
+        # Set by the process runtime (run_command): the source is open / the loop is alive / a status line.
+        self.on_ready: Callable[[], object] | None = None
+        self.on_alive: Callable[[], object] | None = None
+        self.on_status: Callable[[str], object] | None = None
         self._stopping = threading.Event()
+        self._next_status = 0.0
 
     def run(self, progress: ProgressBar | None = None) -> RunStats:
         """Process frames until the source ends, max_frames is reached or stop() is called."""
         self.stats = RunStats()
+        self.metrics = Metrics(self.name, window_s=self.metrics.window_s)
         last_counts: dict[str, dict[str, int]] | None = None
-        next_status = time.monotonic() + self.status_interval_s
+        self._next_status = time.monotonic() + self.status_interval_s
+        entered: dict[int, float] = {}  # frame index → when the detector took it (≤ 2·in_flight entries)
+        self.source.on_idle = self._idle
         try:
             with self.source:
-                for frame, detections in self.detector.stream(self.source):
+                if self.on_ready is not None:
+                    self.on_ready()
+                for frame, detections in self.detector.stream(self._feed(entered)):
+                    t_detected = time.perf_counter()
+                    self.metrics.record("detect", t_detected - entered.pop(frame.index, t_detected))
                     tracks = self.tracker.update(detections, frame_index=frame.index)
+                    t_tracked = time.perf_counter()
+                    self.metrics.record("track", t_tracked - t_detected)
                     for event in self.rules.update(tracks, frame):
                         self._publish(event)
                     counts = self.rules.counts()
                     if counts != last_counts:
                         self.publisher.publish_counts(counts)
                         last_counts = counts
+                    self.metrics.record("rules", time.perf_counter() - t_tracked)  # rules + publish
+                    self.metrics.frame_done(frame.timestamp)
                     self.stats.frames += 1
                     self.stats.detections += len(detections)
                     self.stats.track_ids.update(tracks.track_id.tolist())
                     if progress is not None:
                         progress.update(self.stats)
-                    if time.monotonic() >= next_status:
-                        self.publisher.publish_status(self.status())
-                        next_status = time.monotonic() + self.status_interval_s
+                    self._idle()
                     if self.max_frames is not None and self.stats.frames >= self.max_frames:
                         break
         finally:
@@ -123,18 +141,44 @@ class Pipeline:
             self.publisher.close()
         return self.stats
 
+    def _feed(self, entered: dict[int, float]) -> Iterator[Frame]:
+        for frame in self.source:
+            entered[frame.index] = time.perf_counter()
+            yield frame
+
+    def _idle(self) -> None:
+        """Called after each frame and, while the source has none, about once a second."""
+        if self.on_alive is not None:
+            self.on_alive()
+        if time.monotonic() >= self._next_status:
+            self._next_status = time.monotonic() + self.status_interval_s
+            snapshot = self.status()
+            self.publisher.publish_status(snapshot)
+            line = log_line(snapshot)
+            log.info("%s", line)
+            if self.on_status is not None:
+                self.on_status(line)
+
     def stop(self) -> None:
         """Ask the loop to finish: the source ends, frames in flight are still processed."""
         self._stopping.set()
         self.source.stop()
 
     def status(self) -> dict[str, object]:
-        return {
-            "frames": self.stats.frames,
-            "fps": round(self.stats.fps, 2),
-            "source_state": self.source.state,
-            "dropped_frames": self.source.dropped_frames,
-        }
+        """The status payload: windowed metrics, source state and drops, outbox depth."""
+        snapshot: dict[str, object] = self.metrics.snapshot(
+            source_state=self.source.state,
+            dropped_frames=self.source.dropped_frames,
+            source_reconnects=getattr(self.source, "reconnects", None),
+            outbox_depth=self._outbox_depth(),
+        )
+        snapshot["run_fps"] = round(self.stats.fps, 2)
+        return snapshot
+
+    def _outbox_depth(self) -> int | None:
+        publishers = getattr(self.publisher, "publishers", [self.publisher])
+        depths = [p.outbox_depth for p in publishers if isinstance(p, MqttPublisher)]
+        return sum(depths) if depths else None
 
     def _publish(self, event: Event) -> None:
         self.stats.events[event.type] += 1
@@ -355,7 +399,7 @@ def run_command(args: argparse.Namespace) -> int:
         configs = [source_from_argument(args.source, configs[0])]
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames: {args.max_frames} is not a positive number of frames")
-    pool = ModelPool()
+    pool = ModelPool()  # one OpenVINO core, one compiled model per (model, device) for every pipeline
     pipelines = [build(cfg, pool, events_path=args.events, max_frames=args.max_frames) for cfg in configs]
     show_progress = (
         len(pipelines) == 1
@@ -364,7 +408,10 @@ def run_command(args: argparse.Namespace) -> int:
         and not pipelines[0].source.is_live
     )
     progress = ProgressBar(sys.stderr, _frame_total(pipelines[0], args.max_frames)) if show_progress else None
-    results = _run_all(pipelines, progress)
+    with Runtime(pipelines, Notifier()) as runtime:
+        results = _run_all(pipelines, progress)
+    if runtime.signal_name is not None:
+        log.warning("stopped by %s", runtime.signal_name)
     for pipeline, stats in zip(pipelines, results, strict=True):
         print(summary_text(pipeline.name, stats, pipeline.rules.counts()), file=sys.stderr)
     return 0
@@ -399,10 +446,80 @@ def _run_all(pipelines: list[Pipeline], progress: ProgressBar | None) -> list[Ru
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        while thread.is_alive():  # a timed join keeps the main thread responsive to signals
+            thread.join(timeout=0.5)
     if errors:
         raise errors[0]
     return [results[p.name] for p in pipelines]
+
+
+class Runtime:
+    """What the process adds around its pipelines: SIGTERM/SIGINT, and sd_notify to systemd.
+
+    READY=1 once every pipeline has its model compiled and its source open; WATCHDOG=1 only while
+    every running pipeline's frame loop is alive (one hung camera loop gets the service restarted);
+    STATUS= with each pipeline's last status line; STOPPING=1 on a signal or at the end. The first
+    SIGTERM/SIGINT stops the sources and lets each loop drain, flush and publish "offline"; a second
+    one raises KeyboardInterrupt (exit 130).
+    """
+
+    def __init__(self, pipelines: Sequence[Pipeline], notifier: Notifier) -> None:
+        self.pipelines = list(pipelines)
+        self.notifier = notifier
+        self.signal_name: str | None = None
+        self._lock = threading.Lock()  # pipeline threads call in; the signal handler never takes it
+        self._ready: set[str] = set()
+        self._alive: set[str] = set()
+        self._status: dict[str, str] = {}
+        self._previous: dict[int, object] = {}
+        for pipeline in self.pipelines:
+            pipeline.on_ready = lambda name=pipeline.name: self.ready(name)
+            pipeline.on_alive = lambda name=pipeline.name: self.alive(name)
+            pipeline.on_status = lambda line, name=pipeline.name: self.status(name, line)
+
+    def __enter__(self) -> Runtime:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+        if self.signal_name is None:
+            self.notifier.stopping()
+        self.notifier.close()
+
+    def ready(self, name: str) -> None:
+        with self._lock:
+            self._ready.add(name)
+            if len(self._ready) == len(self.pipelines):
+                names = ", ".join(p.name for p in self.pipelines)
+                self.notifier.ready(status=f"running {names}")
+                log.info("ready: %s", names)
+
+    def alive(self, name: str) -> None:
+        with self._lock:
+            self._alive.add(name)
+            running = {p.name for p in self.pipelines if p.stats.finished is None}
+            if self._alive >= running and self.notifier.watchdog():
+                self._alive.clear()
+
+    def status(self, name: str, line: str) -> None:
+        with self._lock:
+            self._status[name] = line
+            self.notifier.status(
+                "; ".join(self._status[p.name] for p in self.pipelines if p.name in self._status)
+            )
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        self.notifier.stopping()
+        for pipeline in self.pipelines:
+            pipeline.stop()
 
 
 def check_command(args: argparse.Namespace) -> int:
