@@ -97,8 +97,9 @@ class SortTracker:
     """SORT over whole frames: `update` must be called for every frame, even with no detections.
 
     A track is reported in the frames where it is matched (`time_since_update < 1` in the
-    reference) once it has `min_hits` matches in a row, or at once during the first `min_hits`
-    frames; it ends after more than `max_age` frames without a match. Track ids count up from 1
+    reference) once it has been matched in `min_hits` frames in a row after the one it started
+    in, or at once during the first `min_hits` frames; it ends after more than `max_age` frames
+    without a match. Track ids count up from 1
     per tracker, in the order tracks are first reported, so tentative tracks use up no ids.
     With `match_classes`, a track only matches detections of the class it started with.
     """
