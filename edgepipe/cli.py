@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from edgepipe import __version__
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import ConfigError, EdgepipeError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -73,11 +73,34 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- track (issue 3)
 def _add_track(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("track", help="run the SORT tracker on MOTChallenge detections")
+    p.add_argument("--mot", required=True, metavar="DET.txt", help="detections: frame,id,x,y,w,h,score,...")
+    p.add_argument("-o", "--output", metavar="OUT.txt", help="MOTChallenge results file (default: stdout)")
+    p.add_argument("--max-age", type=int, default=1, metavar="N", help="frames a track may go unmatched (1)")
+    p.add_argument("--min-hits", type=int, default=3, metavar="N", help="matches in a row to be reported (3)")
+    p.add_argument("--iou", type=float, default=0.3, metavar="F", help="least IoU of a match (0.3)")
+    p.add_argument("--min-score", type=float, metavar="F", help="drop detections scored below F")
     p.set_defaults(handler=_cmd_track)
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
-    raise EdgepipeError("edgepipe track is not built yet")
+    from edgepipe.mot import track_file
+
+    for option, value, ok in (
+        ("--max-age", args.max_age, args.max_age >= 0),
+        ("--min-hits", args.min_hits, args.min_hits >= 0),
+        ("--iou", args.iou, 0 < args.iou <= 1),
+    ):
+        if not ok:
+            raise ConfigError(f"{option} {value}: expected {'0 < F <= 1' if option == '--iou' else 'N >= 0'}")
+    if args.output is None:
+        track_file(args.mot, sys.stdout, args.max_age, args.min_hits, args.iou, args.min_score)
+        return 0
+    try:
+        with open(args.output, "w") as out:
+            track_file(args.mot, out, args.max_age, args.min_hits, args.iou, args.min_score)
+    except OSError as error:
+        raise EdgepipeError(f"cannot write {args.output}: {error.strerror}") from error
+    return 0
 
 
 # ---------------------------------------------------------------- bench (issues 3, 7)
@@ -90,11 +113,23 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _add_bench_tracker(what: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = what.add_parser("tracker", help="SORT on MOT15: MOTA/IDF1 and speed against a PyPI SORT")
+    p.add_argument("--data", metavar="DIR", help="folder of MOT sequences (default ../shared/data/mot15)")
+    p.add_argument("--repeats", type=int, default=3, metavar="N", help="speed runs per case, best kept (3)")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(handler=_cmd_bench_tracker)
 
 
 def _cmd_bench_tracker(args: argparse.Namespace) -> int:
-    raise EdgepipeError("edgepipe bench tracker is not built yet")
+    import json
+    from pathlib import Path
+
+    from edgepipe.bench.tracker import SortParams, default_data_dir, format_report, run_benchmark
+
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats {args.repeats}: expected N >= 1")
+    report = run_benchmark(Path(args.data) if args.data else default_data_dir(), SortParams(), args.repeats)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
 
 
 def _add_bench_detector(what: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -95,7 +95,15 @@ def write_results(out: TextIO, frame: int, tracks: Tracks) -> None:
         out.write(f"{frame},{track_id},{x:.2f},{y:.2f},{w:.2f},{h:.2f},-1,-1,-1,-1\n")
 
 
-def track_frames(frames: dict[int, Detections], tracker: SortTracker) -> Iterator[tuple[int, Tracks]]:
-    """Run `tracker` over every frame in order → (frame, Tracks)."""
-    for frame, detections in frames.items():
-        yield frame, tracker.update(detections, frame_index=frame)
+def track_file(
+    det_path: Path | str,
+    out: TextIO,
+    max_age: int = 1,
+    min_hits: int = 3,
+    iou_threshold: float = 0.3,
+    min_score: float | None = None,
+) -> None:
+    """`edgepipe track`: SORT over a det.txt, results written to `out` in MOTChallenge format."""
+    tracker = SortTracker(max_age, min_hits, iou_threshold)
+    for frame, detections in read_detections(det_path, min_score).items():
+        write_results(out, frame, tracker.update(detections, frame_index=frame))

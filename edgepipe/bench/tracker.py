@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgepipe.errors import EdgepipeError
-from edgepipe.mot import read_detections, track_frames, write_results
+from edgepipe.mot import read_detections, write_results
 from edgepipe.track import SortTracker
 from edgepipe.types import Detections
 
@@ -67,12 +67,12 @@ def _motmetrics_numpy() -> Iterator[None]:
     """Lend py-motmetrics 1.4 the `np.asfarray` that NumPy 2 removed, for this block only."""
     added = not hasattr(np, "asfarray")
     if added:
-        np.asfarray = lambda a, dtype=float: np.asarray(a, dtype=dtype)  # type: ignore[attr-defined]
+        setattr(np, "asfarray", lambda a, dtype=float: np.asarray(a, dtype=dtype))  # noqa: B010
     try:
         yield
     finally:
         if added:
-            del np.asfarray  # type: ignore[attr-defined]
+            delattr(np, "asfarray")
 
 
 def mot_scores(pairs: dict[str, tuple[Path, Path | str]]) -> dict[str, dict[str, float]]:
