@@ -80,7 +80,7 @@ def test_absent_device_is_a_config_error_listing_the_available_ones(
 ) -> None:
     model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
     with pytest.raises(ConfigError) as error:
-        pool.compile(model, FLOAT_PRE, device=device, precision="f32", performance_hint="latency")
+        pool.compile(model, FLOAT_PRE, (32, 32), device=device, precision="f32", performance_hint="latency")
     wanted = device.split(":")[-1].split(",")[0]
     assert str(error.value) == (
         f"device {wanted!r} is not available on this machine; available: CPU (or AUTO). Set device to one of them."
@@ -99,16 +99,24 @@ def test_bad_precision_or_hint_is_a_config_error(
 ) -> None:
     model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
     with pytest.raises(ConfigError, match=message):
-        pool.compile(model, FLOAT_PRE, device="CPU", precision=precision, performance_hint=hint)
+        pool.compile(model, FLOAT_PRE, (32, 32), device="CPU", precision=precision, performance_hint=hint)
 
 
-def test_pool_compiles_once_per_settings(pool: ModelPool, tmp_path: Path) -> None:
+def test_pool_compiles_once_per_settings_and_frame_size(pool: ModelPool, tmp_path: Path) -> None:
     model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
-    first = pool.compile(model, FLOAT_PRE, device="CPU", precision="f32", performance_hint="latency")
-    again = pool.compile(model, FLOAT_PRE, device="CPU", precision="f32", performance_hint="latency")
-    other = pool.compile(model, FLOAT_PRE, device="CPU", precision="f32", performance_hint="throughput")
+    first = pool.compile(
+        model, FLOAT_PRE, (32, 32), device="CPU", precision="f32", performance_hint="latency"
+    )
+    again = pool.compile(
+        model, FLOAT_PRE, (32, 32), device="CPU", precision="f32", performance_hint="latency"
+    )
+    hint = pool.compile(
+        model, FLOAT_PRE, (32, 32), device="CPU", precision="f32", performance_hint="throughput"
+    )
+    size = pool.compile(model, FLOAT_PRE, (48, 64), device="CPU", precision="f32", performance_hint="latency")
     assert first is again
-    assert other is not first
+    assert hint is not first and size is not first
+    assert list(size.inputs[0].get_shape()) == [1, 48, 64, 3]
 
 
 def test_shapes_report_the_network_before_preprocessing(pool: ModelPool, tmp_path: Path) -> None:
@@ -120,18 +128,14 @@ def test_shapes_report_the_network_before_preprocessing(pool: ModelPool, tmp_pat
 
 
 def test_preprocessing_normalises_bgr_in_model_for_any_frame_size(pool: ModelPool, tmp_path: Path) -> None:
-    compiled = pool.compile(
-        tiny_onnx(tmp_path / "t.onnx", (1, 3)),
-        FLOAT_PRE,
-        device="CPU",
-        precision="f32",
-        performance_hint="latency",
-    )
-    request = compiled.create_infer_request()
+    model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
     for height, width in [(32, 32), (480, 640), (7, 1000)]:
+        compiled = pool.compile(
+            model, FLOAT_PRE, (height, width), device="CPU", precision="f32", performance_hint="latency"
+        )
         image = np.empty((height, width, 3), np.uint8)
         image[...] = (11, 22, 33)  # B, G, R: a flat colour survives any resize
-        out = infer_one(request, check_image(image, "test"))
+        out = infer_one(compiled.create_infer_request(), check_image(image, "test"))
         # the network sees channel c as (x - mean_c) / std_c in BGR order
         np.testing.assert_allclose(out, [[5.0, 10.0, 15.0]], atol=1e-4)
 
@@ -139,7 +143,12 @@ def test_preprocessing_normalises_bgr_in_model_for_any_frame_size(pool: ModelPoo
 def test_rgb_preprocessing_reverses_the_channels(pool: ModelPool, tmp_path: Path) -> None:
     rgb = Preprocess(layout="NCHW", normalize=True, rgb=True)
     compiled = pool.compile(
-        tiny_onnx(tmp_path / "t.onnx", (1, 3)), rgb, device="CPU", precision="f32", performance_hint="latency"
+        tiny_onnx(tmp_path / "t.onnx", (1, 3)),
+        rgb,
+        (20, 30),
+        device="CPU",
+        precision="f32",
+        performance_hint="latency",
     )
     image = np.full((20, 30, 3), (11, 22, 33), np.uint8)
     out = infer_one(compiled.create_infer_request(), check_image(image, "test"))
@@ -179,15 +188,16 @@ def test_check_image_adds_the_batch_axis_and_makes_views_contiguous() -> None:
 def test_stream_yields_in_input_order_and_reraises_on_the_callers_thread(
     pool: ModelPool, tmp_path: Path
 ) -> None:
-    compiled = pool.compile(
-        tiny_onnx(tmp_path / "t.onnx", (1, 3)),
-        Preprocess(layout="NCHW", normalize=True),
-        device="CPU",
-        precision="f32",
-        performance_hint="throughput",
-    )
-    # sizes differ so requests finish out of order; the value encodes the item
-    items = [(v, (8 + 97 * (v % 3), 16 + 53 * (v % 5))) for v in range(12)]
+    model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
+
+    def compiled(frame_hw: tuple[int, int]) -> object:
+        plain = Preprocess(layout="NCHW", normalize=True)
+        return pool.compile(
+            model, plain, frame_hw, device="CPU", precision="f32", performance_hint="throughput"
+        )
+
+    # runs of one size, then another (the model is swapped in between); the value encodes the item
+    items = [(v, (8 + 97 * (v // 4), 16 + 53 * (v // 4))) for v in range(12)]
 
     def image_of(item: tuple[int, tuple[int, int]]) -> np.ndarray:
         value, (h, w) = item
@@ -206,4 +216,4 @@ def test_stream_yields_in_input_order_and_reraises_on_the_callers_thread(
     with pytest.raises(ValueError, match="item 5: image is grayscale"):
         for item, _ in infer_stream(compiled, items, failing, in_flight=3):
             seen.append(item[0])
-    assert seen == list(range(len(seen))) and len(seen) <= 5  # in order, none from after the bad one
+    assert seen == [0, 1, 2, 3, 4]  # the ones before the bad item are delivered, in order

@@ -121,14 +121,15 @@ def openvino_limit(compiled: Any, image: NDArray[np.uint8], requests: int, frame
 def measure_speed(detector: Detector, video: Path, frames: int, rounds: int = 3) -> SpeedReport:
     """Limit and stage back to back for `rounds` (order swapped every round), then the video path."""
     decoded = read_frames(video, frames)
-    optimal = int(detector.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    compiled = detector.compiled_for(decoded[0].image.shape[:2])  # the model the stage uses too
+    optimal = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     limit_requests = max(optimal, detector.in_flight)
     list(detector.stream(decoded[: 2 * detector.in_flight]))  # warm-up
     limits, stages = [], []
     for round_ in range(rounds):
         for which in ("limit", "stage") if round_ % 2 == 0 else ("stage", "limit"):
             if which == "limit":
-                limits.append(openvino_limit(detector.compiled, decoded[0].image, limit_requests, frames))
+                limits.append(openvino_limit(compiled, decoded[0].image, limit_requests, frames))
             else:
                 stages.append(_timed(lambda: sum(1 for _ in detector.stream(decoded))))
     video_run = _timed(lambda: sum(1 for _ in detector.stream(iter_video(video, frames))))

@@ -63,9 +63,15 @@ class Detector:
             std_bgr=self.card.std_bgr,
             rgb=(not float_input and UINT8_MODEL_RGB) if rgb is None else rgb,
         )
-        self.compiled: Any = self.pool.compile(
-            self.model_path, preprocess, device=device, precision=precision, performance_hint=performance_hint
-        )
+        self.preprocess = preprocess
+        self._compile_settings = {
+            "device": device,
+            "precision": precision,
+            "performance_hint": performance_hint,
+        }
+        # compiled now for SxS frames, so that a bad device or precision fails at construction
+        size = self.card.input_size
+        self.compiled: Any = self.compiled_for((size, size))
         self.decoder = NanoDetDecoder(
             self.card.input_size, len(self.card.labels), reg_max=self.card.reg_max, strides=self.card.strides
         )
@@ -78,7 +84,7 @@ class Detector:
         self.multi_label = multi_label
         optimal = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.in_flight = in_flight if in_flight is not None else optimal + EXTRA_IN_FLIGHT
-        self._request: Any = None
+        self._sync: tuple[tuple[int, int], Any] | None = None  # (frame_hw, infer request) of detect()
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -88,17 +94,24 @@ class Detector:
     def input_size(self) -> int:
         return self.card.input_size
 
+    def compiled_for(self, frame_hw: tuple[int, int]) -> Any:
+        """The compiled model (from the pool) that takes frames of `frame_hw` = (height, width)."""
+        return self.pool.compile(self.model_path, self.preprocess, frame_hw, **self._compile_settings)
+
     def detect(self, frame: Frame) -> Detections:
         """Detections for one frame, synchronously."""
         image = check_image(frame.image, f"frame {frame.index}")
-        if self._request is None:
-            self._request = self.compiled.create_infer_request()
-        return self._postprocess(infer_one(self._request, image), frame.image.shape[:2])
+        frame_hw = (int(image.shape[1]), int(image.shape[2]))
+        if self._sync is None or self._sync[0] != frame_hw:
+            self._sync = (frame_hw, self.compiled_for(frame_hw).create_infer_request())
+        return self._postprocess(infer_one(self._sync[1], image), frame_hw)
 
     def stream(self, frames: Iterable[Frame]) -> Iterator[tuple[Frame, Detections]]:
-        """(frame, Detections) in frame order, with `in_flight` inference requests kept busy."""
+        """(frame, Detections) in frame order, with `in_flight` inference requests kept busy.
+
+        Frames may change size; each new size compiles the model once more (then cached)."""
         outputs = infer_stream(
-            self.compiled, frames, lambda f: check_image(f.image, f"frame {f.index}"), self.in_flight
+            self.compiled_for, frames, lambda f: check_image(f.image, f"frame {f.index}"), self.in_flight
         )
         for frame, raw in outputs:
             yield frame, self._postprocess(raw, frame.image.shape[:2])

@@ -3,15 +3,16 @@
 Knows nothing about GFL or NanoDet: it turns a raw BGR uint8 frame into the model's output array.
 Resize, layout, channel order and mean/std become part of the compiled model (PrePostProcessor),
 so Python hands over the frame as decoded. `ModelPool` keeps one `ov.Core` and one compiled model
-per (path, device, precision, hint, preprocessing) for the whole process.
+per (path, device, precision, hint, preprocessing, frame size) for the whole process.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -31,6 +32,7 @@ HINTS: tuple[str, ...] = ("throughput", "latency")
 # 2-core AVX512-BF16 EPYC with nanodet-plus-m_416 (edgepipe bench detector): bf16 ran ~1.7x faster
 # than f32 and COCO-subset mAP moved by +0.002 (416) / -0.005 (320); exactness tests ask for "f32".
 MODEL_SUFFIXES = (".xml", ".onnx")
+MAX_COMPILED = 16  # compiled models kept per pool (one per model file, settings and frame size)
 
 T = TypeVar("T")
 
@@ -108,7 +110,7 @@ class ModelPool:
     def __init__(self) -> None:
         self._core: Any = None
         self._read: dict[Path, Any] = {}
-        self._compiled: dict[tuple[Any, ...], Any] = {}
+        self._compiled: OrderedDict[tuple[Any, ...], Any] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
 
     @property
@@ -166,34 +168,59 @@ class ModelPool:
         )
 
     def compile(
-        self, path: Path, preprocess: Preprocess, *, device: str, precision: str, performance_hint: str
+        self,
+        path: Path,
+        preprocess: Preprocess,
+        frame_hw: tuple[int, int],
+        *,
+        device: str,
+        precision: str,
+        performance_hint: str,
     ) -> Any:
-        """The compiled model for these settings, built on first use and then shared."""
+        """The compiled model for these settings and frames of `frame_hw` pixels, built on first
+        use and then shared. One compile per frame size: with a dynamic-shape input, OpenVINO
+        2026.4's CPU plugin corrupted memory when async requests ran after others (segfaults,
+        wrong outputs); a static size is also the plugin's fast path."""
         path = Path(path)
         config = _compile_config(device, precision, performance_hint)
-        key = (path.resolve(), device, config.get("INFERENCE_PRECISION_HINT"), performance_hint, preprocess)
+        key = (
+            path.resolve(),
+            device,
+            config.get("INFERENCE_PRECISION_HINT"),
+            performance_hint,
+            preprocess,
+            frame_hw,
+        )
         model = self.read(path)
         with self._lock:
-            if key not in self._compiled:
-                _resolve_device(self.core, device)
-                with_pre = _add_preprocessing(model.clone(), preprocess)
-                try:
-                    self._compiled[key] = self.core.compile_model(with_pre, device, config)
-                except Exception as error:
-                    first = str(error).strip().splitlines()[0]
-                    raise ConfigError(f"cannot compile {path} for {device} with {config}: {first}") from None
-                log.info("compiled %s for %s with %s", path.name, device, config)
-            return self._compiled[key]
+            if key in self._compiled:
+                self._compiled.move_to_end(key)
+                return self._compiled[key]
+            _resolve_device(self.core, device)
+            with_pre = _add_preprocessing(model.clone(), preprocess, frame_hw)
+            try:
+                compiled = self.core.compile_model(with_pre, device, config)
+            except Exception as error:
+                raise ConfigError(
+                    f"cannot compile {path} for {device} with {config}: {_ov_message(error)}"
+                ) from None
+            log.info(
+                "compiled %s for %s, %dx%d frames, %s", path.name, device, frame_hw[1], frame_hw[0], config
+            )
+            self._compiled[key] = compiled
+            if len(self._compiled) > MAX_COMPILED:  # a source of ever-new frame sizes must not grow memory
+                self._compiled.popitem(last=False)
+            return compiled
 
 
-def _add_preprocessing(model: Any, pre: Preprocess) -> Any:
-    """Resize (any frame size), BGR→RGB if wanted, u8→f32 and mean/std, NHWC→layout, inside the model."""
+def _add_preprocessing(model: Any, pre: Preprocess, frame_hw: tuple[int, int]) -> Any:
+    """Resize from frame_hw, BGR→RGB if wanted, u8→f32 and mean/std, NHWC→layout, inside the model."""
     from openvino import Layout, Type
     from openvino.preprocess import ColorFormat, PrePostProcessor, ResizeAlgorithm
 
     ppp = PrePostProcessor(model)
     tensor = ppp.input().tensor()
-    tensor.set_element_type(Type.u8).set_layout(Layout("NHWC")).set_spatial_dynamic_shape()
+    tensor.set_element_type(Type.u8).set_layout(Layout("NHWC")).set_spatial_static_shape(*frame_hw)
     tensor.set_color_format(ColorFormat.BGR)
     steps = ppp.input().preprocess()
     # resize first, on u8: as cheap as possible, and the same order as cv2.resize then normalise
@@ -228,15 +255,20 @@ def infer_one(request: Any, image: NDArray[np.uint8]) -> NDArray[np.float32]:
 
 
 def infer_stream(
-    compiled: Any, items: Iterable[T], image_of: Any, in_flight: int
+    compiled_for: Callable[[tuple[int, int]], Any],
+    items: Iterable[T],
+    image_of: Callable[[T], NDArray[np.uint8]],
+    in_flight: int,
 ) -> Iterator[tuple[T, NDArray[np.float32]]]:
-    """Run `image_of(item)` through `in_flight` async requests; yield (item, output) in input order.
+    """Run `image_of(item)` (1, H, W, 3) through `in_flight` async requests of `compiled_for((H, W))`;
+    yield (item, output) in input order.
 
     The completion callback only copies the output (or records the error); errors are re-raised
-    here, on the caller's thread. When `items` ends, the requests in flight are drained."""
+    here, on the caller's thread. When the frame size changes, the requests in flight are drained
+    before the model for the new size takes over. When `items` ends, or `items`/`image_of` raise,
+    the requests in flight are drained and their results yielded first (then the error is raised)."""
     from openvino import AsyncInferQueue
 
-    queue = AsyncInferQueue(compiled, in_flight)
     done: dict[int, NDArray[np.float32] | BaseException] = {}
     ready = threading.Condition()
 
@@ -251,11 +283,10 @@ def infer_stream(
             done[seq] = result
             ready.notify()
 
-    queue.set_callback(on_done)
-    pending: deque[tuple[int, T, NDArray[np.uint8]]] = deque()
+    pending: deque[tuple[int, T]] = deque()
 
     def take_head(block: bool) -> tuple[T, NDArray[np.float32]] | None:
-        seq, item, _ = pending[0]
+        seq, item = pending[0]
         with ready:
             if block:
                 ready.wait_for(lambda: seq in done)
@@ -267,22 +298,46 @@ def infer_stream(
             raise result
         return item, result
 
+    def drain() -> Iterator[tuple[T, NDArray[np.float32]]]:
+        if queue is not None:
+            queue.wait_all()
+        while pending:
+            head = take_head(block=True)
+            assert head is not None
+            yield head
+
+    queue: Any = None
+    queue_hw: tuple[int, int] | None = None
+    failure: Exception | None = None
+    source = iter(items)
     try:
-        for seq, item in enumerate(items):
-            image = image_of(item)
-            # start_async blocks until a request is free; the image outlives its request (held in
-            # `pending`), so the input tensor can share its memory instead of copying it
-            queue.start_async({0: image}, seq, share_inputs=True)
-            pending.append((seq, item, image))
+        for seq in itertools.count():
+            try:
+                item = next(source)
+                image = image_of(item)
+            except StopIteration:
+                break
+            except Exception as error:  # a bad frame or a failing source: first deliver the ones before it
+                failure = error
+                break
+            frame_hw = (int(image.shape[1]), int(image.shape[2]))
+            if frame_hw != queue_hw:
+                yield from drain()
+                queue = AsyncInferQueue(compiled_for(frame_hw), in_flight)
+                queue.set_callback(on_done)
+                queue_hw = frame_hw
+            # start_async blocks until a request is free. share_inputs=False costs one frame copy;
+            # sharing corrupted other requests' results (OpenVINO 2026.4 CPU, tests/test_detect.py).
+            queue.start_async({0: image}, seq, share_inputs=False)
+            pending.append((seq, item))
             while pending:
                 head = take_head(block=len(pending) > 2 * in_flight)
                 if head is None:
                     break
                 yield head
-        queue.wait_all()
-        while pending:
-            head = take_head(block=True)
-            assert head is not None
-            yield head
+        yield from drain()
+        if failure is not None:
+            raise failure
     finally:
-        queue.wait_all()  # never leave requests running on frames the caller may free
+        if queue is not None:
+            queue.wait_all()  # never leave requests running when the caller stops early
