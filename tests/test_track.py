@@ -110,7 +110,9 @@ def test_detection_index_names_the_row_each_track_was_updated_with() -> None:
         order = rng.permutation(len(targets))
         boxes = [box_at(targets[t][0] + 3 * frame, targets[t][1]) for t in order]
         frame_dets = Detections(
-            np.array(boxes, np.float32), np.arange(len(order), dtype=np.float32) / 10, order.astype(np.int32)
+            np.array(boxes, np.float32),
+            (np.arange(len(order)) / 10).astype(np.float32),
+            order.astype(np.int32),
         )
         tracks = tracker.update(frame_dets)
         assert len(tracks) == len(targets)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import io
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,15 @@ def find_sequences(data_dir: Path) -> list[Sequence]:
 
 @contextmanager
 def _motmetrics_numpy() -> Iterator[None]:
-    """Lend py-motmetrics 1.4 the `np.asfarray` that NumPy 2 removed, for this block only."""
+    """Lend py-motmetrics 1.4 the `np.asfarray` that NumPy 2 removed, for this block only, and
+    quiet the pandas deprecation warning it sets off."""
     added = not hasattr(np, "asfarray")
     if added:
         setattr(np, "asfarray", lambda a, dtype=float: np.asarray(a, dtype=dtype))  # noqa: B010
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Operation with tuple is deprecated")
+            yield
     finally:
         if added:
             delattr(np, "asfarray")
@@ -100,8 +104,7 @@ def run_ours(frames: dict[int, Detections], params: SortParams) -> tuple[str, fl
     tracker = SortTracker(params.max_age, params.min_hits, params.iou_threshold)
     out = io.StringIO()
     seconds = 0.0
-    frame_iter = iter(frames.items())
-    for frame, detections in frame_iter:
+    for frame, detections in frames.items():
         start = time.perf_counter()
         tracks = tracker.update(detections, frame_index=frame)
         seconds += time.perf_counter() - start
@@ -174,7 +177,9 @@ def synthetic_frames(targets: int, frames: int, seed: int = 0) -> list[Detection
     return out
 
 
-def run_benchmark(data_dir: Path, params: SortParams, repeats: int = 3) -> dict[str, Any]:
+def run_benchmark(
+    data_dir: Path, params: SortParams, repeats: int = 3, targets: tuple[int, ...] = SYNTHETIC_TARGETS
+) -> dict[str, Any]:
     """Everything `edgepipe bench tracker` prints, as one JSON-ready dict."""
     sequences = find_sequences(data_dir)
     per_sequence: dict[str, dict[str, Any]] = {}
@@ -212,19 +217,19 @@ def run_benchmark(data_dir: Path, params: SortParams, repeats: int = 3) -> dict[
         }
     )
     synthetic = {}
-    for targets in SYNTHETIC_TARGETS:
-        frames_list = synthetic_frames(targets, 60 if targets >= 500 else 200)
+    for count in targets:
+        frames_list = synthetic_frames(count, 60 if count >= 500 else 200)
         best = (float("inf"), float("inf"))
         for _ in range(repeats):
             ours_mean, peer_mean = time_per_frame(frames_list, params, skip=10)
             best = (min(best[0], ours_mean), min(best[1], peer_mean))
-        synthetic[str(targets)] = {
+        synthetic[str(count)] = {
             "ours_ms": best[0] * 1e3,
             "peer_ms": best[1] * 1e3,
             "speedup": best[1] / best[0],
         }
     return {
-        "params": vars(params) | {},
+        "params": asdict(params),
         "peer": "trackers.SORTTracker (roboflow trackers), XCYCSR state, same max_age/min_hits/IoU",
         "sequences": per_sequence,
         "overall": overall,

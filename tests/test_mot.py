@@ -1,0 +1,132 @@
+"""MOTChallenge det.txt reading (with file:line errors), result writing and `edgepipe track`."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgepipe.cli import main
+from edgepipe.errors import EdgepipeError
+from edgepipe.mot import read_detections, write_results
+from edgepipe.types import Tracks
+
+DET_TXT = """\
+1,-1,10,20,30,60,0.9,-1,-1,-1
+1,-1,100,20,40,80,0.4,-1,-1,-1
+
+3,-1,12,21,30,60,0.8,-1,-1,-1
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "det.txt"
+    path.write_text(text)
+    return path
+
+
+def test_read_detections_gives_every_frame_with_xyxy_boxes(tmp_path: Path) -> None:
+    frames = read_detections(write(tmp_path, DET_TXT))
+    assert list(frames) == [1, 2, 3]
+    np.testing.assert_array_equal(frames[1].xyxy, [[10, 20, 40, 80], [100, 20, 140, 100]])
+    np.testing.assert_array_equal(frames[1].score, np.array([0.9, 0.4], np.float32))
+    np.testing.assert_array_equal(frames[1].class_id, [0, 0])
+    assert len(frames[2]) == 0
+    np.testing.assert_array_equal(frames[3].xyxy, [[12, 21, 42, 81]])
+
+
+def test_min_score_drops_rows_but_keeps_frames(tmp_path: Path) -> None:
+    frames = read_detections(write(tmp_path, DET_TXT), min_score=0.85)
+    assert [len(d) for d in frames.values()] == [1, 0, 0]
+
+
+def test_empty_file_has_no_frames(tmp_path: Path) -> None:
+    assert read_detections(write(tmp_path, "")) == {}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "2,-1,10,20,30",
+            "expected at least 7 comma-separated fields (frame, id, x, y, w, h, score), found 5",
+        ),
+        ("2,-1,abc,20,30,60,0.9", "field 'x' is 'abc', not a number"),
+        ("2,-1,10,20,30,nan,0.9", "field 'h' is 'nan', not a finite number"),
+        ("0,-1,10,20,30,60,0.9", "field 'frame' is '0': frames are numbered from 1"),
+        ("2.5,-1,10,20,30,60,0.9", "field 'frame' is '2.5': frames are numbered from 1"),
+        ("2,-1,10,20,-30,60,0.9", "field 'w' is -30: boxes need a positive width and height"),
+        ("2,-1,10,20,30,0,0.9", "field 'h' is 0: boxes need a positive width and height"),
+    ],
+)
+def test_bad_rows_are_reported_with_file_line_and_field(tmp_path: Path, line: str, message: str) -> None:
+    path = write(tmp_path, "1,-1,10,20,30,60,0.9,-1,-1,-1\n" + line + "\n")
+    with pytest.raises(EdgepipeError) as error:
+        read_detections(path)
+    assert str(error.value) == f"{path}:2: {message}"
+
+
+def test_missing_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(EdgepipeError, match=r"cannot read MOT detections .*nope\.txt"):
+        read_detections(tmp_path / "nope.txt")
+
+
+def test_write_results_uses_the_motchallenge_layout() -> None:
+    tracks = Tracks(
+        np.array([[10, 20, 40, 80], [1.234, 5.678, 11.5, 20]], np.float32),
+        np.array([0.9, 0.8], np.float32),
+        np.zeros(2, np.int32),
+        np.array([3, 7], np.int64),
+        np.array([0, 1], np.intp),
+        np.empty(0, np.int64),
+    )
+    out = io.StringIO()
+    write_results(out, 5, tracks)
+    assert (
+        out.getvalue() == "5,3,10.00,20.00,30.00,60.00,-1,-1,-1,-1\n5,7,1.23,5.68,10.27,14.32,-1,-1,-1,-1\n"
+    )
+
+
+def moving_target_det(frames: int) -> str:
+    return "".join(f"{f},-1,{10 + 2 * f},20,30,60,0.9,-1,-1,-1\n" for f in range(1, frames + 1))
+
+
+def test_track_command_writes_results_file(tmp_path: Path) -> None:
+    det = write(tmp_path, moving_target_det(6))
+    out = tmp_path / "out.txt"
+    assert main(["track", "--mot", str(det), "-o", str(out), "--min-hits", "1"]) == 0
+    rows = [line.split(",") for line in out.read_text().splitlines()]
+    assert [(r[0], r[1]) for r in rows] == [(str(f), "1") for f in range(1, 7)]
+    assert rows[-1][6:] == ["-1", "-1", "-1", "-1"]
+    assert abs(float(rows[-1][2]) - 22.0) < 0.5
+
+
+def test_track_command_writes_to_stdout_without_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    det = write(tmp_path, moving_target_det(2))
+    assert main(["track", "--mot", str(det)]) == 0
+    assert capsys.readouterr().out.startswith("1,1,12.00,20.00,30.00,60.00,-1,-1,-1,-1\n")
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--iou", "0"], "--iou 0.0: expected 0 < F <= 1"),
+        (["--max-age", "-1"], "--max-age -1: expected N >= 0"),
+    ],
+)
+def test_track_command_rejects_bad_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], message: str
+) -> None:
+    det = write(tmp_path, moving_target_det(2))
+    assert main(["track", "--mot", str(det), *option]) == 2
+    assert capsys.readouterr().err == f"edgepipe: error: {message}\n"
+
+
+def test_track_command_names_the_bad_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    det = write(tmp_path, moving_target_det(2) + "3,-1,10,20,30,x,0.9\n")
+    assert main(["track", "--mot", str(det)]) == 1
+    assert capsys.readouterr().err == f"edgepipe: error: {det}:3: field 'h' is 'x', not a number\n"
