@@ -38,19 +38,19 @@ class Run:
 class SpeedReport:
     limit: list[Run]  # one per round
     stage: list[Run]
-    video: Run
+    video: list[Run]
     frames: int
     in_flight: int
     limit_requests: int
 
     @property
     def stage_ratio(self) -> float:
-        """Median over rounds of stage FPS / limit FPS, each pair measured back to back."""
+        """Median over rounds of stage FPS / limit FPS, each pair measured in the same round."""
         return statistics.median(s.fps / lim.fps for s, lim in zip(self.stage, self.limit, strict=True))
 
     @property
     def video_ratio(self) -> float:
-        return self.video.fps / statistics.median(r.fps for r in self.limit)
+        return statistics.median(v.fps / lim.fps for v, lim in zip(self.video, self.limit, strict=True))
 
     @property
     def cpu_ratio(self) -> float:
@@ -119,21 +119,26 @@ def openvino_limit(compiled: Any, image: NDArray[np.uint8], requests: int, frame
 
 
 def measure_speed(detector: Detector, video: Path, frames: int, rounds: int = 3) -> SpeedReport:
-    """Limit and stage back to back for `rounds` (order swapped every round), then the video path."""
+    """Limit, stage and video path back to back for `rounds`, the order rotating every round so
+    that load from other processes and drift hit all three alike."""
     decoded = read_frames(video, frames)
     compiled = detector.compiled_for(decoded[0].image.shape[:2])  # the model the stage uses too
     optimal = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     limit_requests = max(optimal, detector.in_flight)
     list(detector.stream(decoded[: 2 * detector.in_flight]))  # warm-up
-    limits, stages = [], []
+    runs: dict[str, list[Run]] = {"limit": [], "stage": [], "video": []}
+    measure: dict[str, Callable[[], Run]] = {
+        "limit": lambda: openvino_limit(compiled, decoded[0].image, limit_requests, frames),
+        "stage": lambda: _timed(lambda: sum(1 for _ in detector.stream(decoded))),
+        "video": lambda: _timed(lambda: sum(1 for _ in detector.stream(iter_video(video, frames)))),
+    }
+    order = list(measure)
     for round_ in range(rounds):
-        for which in ("limit", "stage") if round_ % 2 == 0 else ("stage", "limit"):
-            if which == "limit":
-                limits.append(openvino_limit(compiled, decoded[0].image, limit_requests, frames))
-            else:
-                stages.append(_timed(lambda: sum(1 for _ in detector.stream(decoded))))
-    video_run = _timed(lambda: sum(1 for _ in detector.stream(iter_video(video, frames))))
-    return SpeedReport(limits, stages, video_run, frames, detector.in_flight, limit_requests)
+        for which in order[round_ % 3 :] + order[: round_ % 3]:
+            runs[which].append(measure[which]())
+    return SpeedReport(
+        runs["limit"], runs["stage"], runs["video"], frames, detector.in_flight, limit_requests
+    )
 
 
 def coco_eval(
@@ -209,7 +214,7 @@ def _print_speed(model: Path, report: SpeedReport, precision: str, hint: str) ->
     print(
         f"  detector stage   {_runs(report.stage)}  FPS ratio {report.stage_ratio:.3f}  CPU ratio {report.cpu_ratio:.3f}"
     )
-    print(f"  video decode+det {_runs([report.video])}  FPS ratio {report.video_ratio:.3f}")
+    print(f"  video decode+det {_runs(report.video)}  FPS ratio {report.video_ratio:.3f}")
 
 
 def _runs(runs: list[Run]) -> str:
