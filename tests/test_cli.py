@@ -1,0 +1,77 @@
+"""The command line as a user meets it: exit codes, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_config import BROKEN
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def edgepipe(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgepipe", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_lists_every_command() -> None:
+    result = edgepipe("--help")
+    assert result.returncode == 0
+    for command in ("run", "check", "detect", "track", "bench", "models", "export"):
+        assert f"    {command} " in result.stdout
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), BROKEN[:10], ids=[c[0] for c in BROKEN[:10]])
+def test_check_reports_each_broken_config_in_one_line(
+    tmp_path: Path, case: str, text: str, expected: str
+) -> None:
+    (tmp_path / "m.xml").write_text("<net/>")
+    (tmp_path / "m.bin").write_bytes(b"")
+    (tmp_path / "v.mp4").write_bytes(b"")
+    path = tmp_path / "p.yml"
+    path.write_text(text)
+    result = edgepipe("check", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"edgepipe: error: {path}{expected}")
+    assert "Traceback" not in result.stderr
+
+
+def test_run_with_a_missing_pipeline_file(tmp_path: Path) -> None:
+    result = edgepipe("run", str(tmp_path / "nope.yml"))
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == f"edgepipe: error: {tmp_path / 'nope.yml'}: cannot read pipeline file: No such file or directory\n"
+    )
+
+
+@pytest.mark.integration
+def test_check_accepts_the_bundled_pipelines() -> None:
+    result = edgepipe("check", "pipelines/demo.yml", "pipelines/door.yml")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "pipelines/demo.yml: ok (demo: 2 rules, model nanodet-plus-m_416_fp16.xml)",
+        "pipelines/door.yml: ok (door: 2 rules, model nanodet-plus-m_416_fp16.xml)",
+    ]
+
+
+@pytest.mark.integration
+def test_check_reports_an_unknown_class_and_an_unreachable_source(tmp_path: Path) -> None:
+    model = REPO / "models" / "nanodet-plus-m_320_fp16.xml"
+    path = tmp_path / "p.yml"
+    path.write_text(
+        "name: a\nsource:\n  type: rtsp\n  url: rtsp://127.0.0.1:9/none\n  open_timeout_s: 2\n"
+        f"detector:\n  model: {model}\n  classes: [persn]\n"
+    )
+    result = edgepipe("check", str(path))
+    assert result.returncode == 2
+    assert "unknown class name(s) persn; valid names: person, bicycle" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,115 @@
+"""`edgepipe run` end to end on a real video with the real model: frames → events → JSON lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = REPO / "models" / "nanodet-plus-m_320_fp16.xml"
+
+pytestmark = pytest.mark.integration
+
+
+def demo_config(tmp_path: Path, shared_data: Path, events: Path) -> Path:
+    """pipelines/demo.yml with absolute paths, the 320 model and f32 so numbers are stable."""
+    text = (REPO / "pipelines" / "demo.yml").read_text()
+    text = text.replace("../../shared/data/video/vtest.mp4", str(shared_data / "video" / "vtest.mp4"))
+    text = text.replace("../models/nanodet-plus-m_416_fp16.xml", f"{MODEL}\n  precision: f32")
+    text = text.replace("../state/demo-events.jsonl", str(events))
+    path = tmp_path / "demo.yml"
+    path.write_text(text)
+    return path
+
+
+def run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgepipe", "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
+
+
+@pytest.mark.slow
+def test_demo_counts_people_crossing_the_line(tmp_path: Path, shared_data: Path) -> None:
+    events_path = tmp_path / "events.jsonl"
+    result = run(str(demo_config(tmp_path, shared_data, events_path)), "--max-frames", "400")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+
+    assert len({e["id"] for e in events}) == len(events)
+    assert {e["type"] for e in events} <= {"line_cross", "zone_enter", "zone_exit", "zone_loiter"}
+    assert all(e["schema"] == 1 and e["pipeline"] == "demo" and e["label"] == "person" for e in events)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["ts"]) for e in events)
+    frames = [e["frame"] for e in events]
+    assert frames == sorted(frames) and frames[0] >= 0 and frames[-1] < 400
+    crossings = [e for e in events if e["type"] == "line_cross"]
+    # PETS09-S2L1: several people walk across the middle of the path in the first 40 s
+    assert len(crossings) >= 4
+    ins = sum(e["direction"] == "in" for e in crossings)
+    outs = sum(e["direction"] == "out" for e in crossings)
+    assert ins >= 1 and outs >= 1
+    for e in crossings:  # the feet (bottom centre) are near the vertical line x = 240 when it is crossed
+        x1, _, x2, _ = e["bbox"]
+        assert abs((x1 + x2) / 2 - 240) < 40, e
+
+    summary = result.stderr.splitlines()
+    assert re.fullmatch(
+        r"demo: 400 frames in [\d.]+ s \([\d.]+ fps\), \d+ detections, \d+ tracks", summary[-4]
+    )
+    assert summary[-3].startswith("demo: events: line_cross ")
+    assert summary[-2] == f"demo: crossing: in {ins}, out {outs}"
+
+
+def test_source_override_and_events_to_stdout(tmp_path: Path, shared_data: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in sorted(os.listdir(shared_data / "coco" / "val2017"))[:5]:
+        (images / name).symlink_to(shared_data / "coco" / "val2017" / name)
+    config = demo_config(tmp_path, shared_data, tmp_path / "unused.jsonl")
+    result = run(str(config), "--source", str(images), "--events", "-")
+    assert result.returncode == 0, result.stderr
+    assert re.match(r"demo: 5 frames in ", result.stderr.splitlines()[-4])
+    for line in result.stdout.splitlines():  # stdout carries nothing but events
+        assert json.loads(line)["schema"] == 1
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path: Path, shared_data: Path) -> None:
+    config = demo_config(tmp_path, shared_data, tmp_path / "events.jsonl")
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgepipe", "run", str(config), "--max-frames", "60"],
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    output = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([leader], [], [], 0.5)
+        if not readable:
+            if process.poll() is not None:
+                break
+            continue
+        try:
+            output += os.read(leader, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+    os.close(leader)
+    assert process.wait(timeout=10) == 0
+    text = output.decode()
+    assert re.search(r"\r\[#*\s*\] \d+/60 frames +[\d.]+ fps", text), text
+    assert "demo: 60 frames in" in text
+    piped = run(str(config), "--max-frames", "60")
+    assert "frames " not in piped.stderr.split("demo: 60 frames in")[0]  # no bar when not a terminal
