@@ -31,8 +31,9 @@ EVENTS = "edgepipe/vtest/events"
 def write_config(
     tmp_path: Path, video: Path, broker: Broker, *, realtime: bool = True, mqtt_extra: str = ""
 ) -> Path:
-    """The demo pipeline's rules (a line through the middle of the path and a lawn zone), paced at
-    the file's 10 fps so a run lasts long enough for an outage in the middle of it."""
+    """The demo pipeline's rules (a line through the middle of the path and a lawn zone) plus a zone
+    over the whole picture (an enter and an exit per track, so events keep coming), paced at the
+    file's 10 fps so a run lasts long enough for an outage in the middle of it."""
     config = tmp_path / "vtest.yml"
     config.write_text(
         f"""
@@ -43,6 +44,7 @@ tracker: {{max_age: 3, min_hits: 3, iou_threshold: 0.3}}
 rules:
   - {{type: line, name: crossing, points: [[240, 100], [240, 300]], in_side: left}}
   - {{type: zone, name: lawn, polygon: [[0, 180], [240, 190], [480, 330], [480, 360], [0, 360]]}}
+  - {{type: zone, name: scene, polygon: [[0, 0], [480, 0], [480, 360], [0, 360]]}}
 outputs:
   mqtt:
     host: {broker.host}
@@ -81,12 +83,12 @@ def ids(messages: list[dict[str, Any]]) -> list[str]:
 
 def expected_counts(events: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     line = Counter(e["direction"] for e in events if e["type"] == "line_cross")
-    zone = Counter(e["type"] for e in events if e["rule"] == "lawn")
-    enter, leave = zone["zone_enter"], zone["zone_exit"]
-    return {
-        "crossing": {"in": line["in"], "out": line["out"]},
-        "lawn": {"occupancy": enter - leave, "enter": enter, "exit": leave},
-    }
+    counts = {"crossing": {"in": line["in"], "out": line["out"]}}
+    for zone in ("lawn", "scene"):
+        kinds = Counter(e["type"] for e in events if e["rule"] == zone)
+        enter, leave = kinds["zone_enter"], kinds["zone_exit"]
+        counts[zone] = {"occupancy": enter - leave, "enter": enter, "exit": leave}
+    return counts
 
 
 def summary_events(out: str) -> dict[str, int]:
@@ -117,11 +119,17 @@ def test_broker_outage_mid_run_delivers_every_event_once(
     broker = mosquitto(persistence=True)  # a persistent session keeps the subscription across the restart
     sub = subscribe(broker, "edgepipe/vtest/#", session=True, client_id="e2e-outage")
     produced_path = tmp_path / "produced.jsonl"
-    run = edgepipe_run(write_config(tmp_path, video, broker), produced_path, max_frames=330)
+    run = edgepipe_run(write_config(tmp_path, video, broker), produced_path, max_frames=260)
     try:
-        assert sub.wait_for(lambda s: len(s.payloads(EVENTS)) >= 1, timeout_s=60), (
-            "no event before the outage"
-        )
+
+        def online(s: Subscriber) -> bool:
+            return any(p["state"] == "online" for p in s.payloads("edgepipe/vtest/status"))
+
+        sub.wait_for(lambda s: online(s) or run.poll() is not None, timeout_s=120)
+        if not online(sub):
+            run.kill()
+            pytest.fail(f"the pipeline never connected; its output:\n{run.communicate()[0].decode()[-3000:]}")
+        time.sleep(3.0)
         broker.stop()
         outage_start = time.time()
         before = len(read_events(produced_path))
