@@ -161,7 +161,9 @@ class Outbox:
         if now >= self._next_age_check:
             self._next_age_check = now + _AGE_CHECK_INTERVAL_S
             cutoff = now - self.max_age_s
-            dropped += self._db.execute("DELETE FROM outbox WHERE created < ?", (cutoff,)).rowcount
+            oldest = self._db.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
+            if oldest is not None and oldest[0] < cutoff:  # cheap test first: a full scan only when needed
+                dropped += self._db.execute("DELETE FROM outbox WHERE created < ?", (cutoff,)).rowcount
         excess = self._depth - dropped - self.max_messages
         if excess > 0:
             dropped += self._db.execute(
