@@ -45,8 +45,14 @@ _NEW_TRACK = np.zeros(_ROW_SIZE)
 _NEW_TRACK[_PP] = 10.0
 _NEW_TRACK[_VV] = [1e4, 1e4, 1e4, 0.0]
 
+# [cx, cy, w, h] @ this = [cx - w/2, cy - h/2, cx + w/2, cy + h/2]
+_CENTRE_SIZE_TO_XYXY = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]])
+_PLUS_MINUS_ONE = np.array([1.0, -1.0])
+_NO_ROWS = np.empty(0, np.intp)
+
 _INITIAL_CAPACITY = 64
 _SMALL_ASSIGNMENT = 400  # track-detection pairs below which lapjv gets the whole IoU matrix
+_DENSE_PAIRS = 4096  # above this, IoU only for pairs whose x ranges can overlap
 
 
 def _transition(step: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -144,7 +150,7 @@ class SortTracker:
         self._predict(n, step)
         track_rows, det_rows = self._associate(n, boxes, z, detections.class_id)
         matched = self._correct(track_rows, z[:, det_rows].T, detections.class_id[det_rows])
-        new_rows = np.empty(0, np.intp)
+        new_rows = _NO_ROWS
         if len(det_rows) < len(detections):
             unmatched = np.ones(len(detections), np.bool_)
             unmatched[det_rows] = False
@@ -157,8 +163,14 @@ class SortTracker:
             track_rows = np.concatenate([track_rows, np.arange(n, self._count)])
             det_rows = np.concatenate([det_rows, new_rows])
         else:
+            reported = matched
             confirmed = matched[:, _HIT_STREAK] >= self.min_hits
-            reported, track_rows, det_rows = matched[confirmed], track_rows[confirmed], det_rows[confirmed]
+            if not confirmed.all():
+                reported, track_rows, det_rows = (
+                    matched[confirmed],
+                    track_rows[confirmed],
+                    det_rows[confirmed],
+                )
         return Tracks(
             _xyxy(reported[:, _POS]).astype(np.float32),
             detections.score[det_rows],
@@ -204,25 +216,38 @@ class SortTracker:
         part of every optimum, and in most frames every pair is like that."""
         m = boxes.shape[1]
         if n == 0 or m == 0:
-            none = np.empty(0, np.intp)
-            return none, none
-        iou = _iou(self._tracks[:n, _POS], boxes, z[2])
-        if self.match_classes:
-            iou[self._tracks[:n, _CLASS_ID, None] != class_id] = 0.0
-        flat = (iou >= self.iou_threshold).ravel().nonzero()[0]
-        track_rows = flat // m
-        det_rows = flat - track_rows * m
+            return _NO_ROWS, _NO_ROWS
+        threshold = self.iou_threshold
+        iou = None
+        if n * m <= _DENSE_PAIRS:
+            iou = _iou(self._tracks[:n, _POS], boxes, z[2])
+            if self.match_classes:
+                iou[self._tracks[:n, _CLASS_ID, None] != class_id] = 0.0
+            flat = (iou >= threshold).ravel().nonzero()[0]
+            track_rows = flat // m
+            det_rows = flat - track_rows * m
+        else:
+            track_rows, det_rows, values = _overlapping_pairs(self._tracks[:n, _POS], boxes, z[2])
+            keep = values >= threshold
+            if self.match_classes:
+                keep &= self._tracks[track_rows, _CLASS_ID] == class_id[det_rows]
+            track_rows, det_rows, values = track_rows[keep], det_rows[keep], values[keep]
         per_track = np.bincount(track_rows, minlength=n)
         per_det = np.bincount(det_rows, minlength=m)
-        if len(flat) == 0 or (per_track.max() == 1 and per_det.max() == 1):
+        if len(track_rows) == 0 or (per_track.max() == 1 and per_det.max() == 1):
             return track_rows, det_rows
-        if n * m <= _SMALL_ASSIGNMENT:
-            return _optimal_pairs(iou, self.iou_threshold)
-        # Many targets: solve only the contested block; lone pairs are matched already.
+        if iou is not None and n * m <= _SMALL_ASSIGNMENT:
+            return _optimal_pairs(iou, threshold)
+        # Many targets: solve only the block of contested tracks and detections.
+        if iou is not None:
+            values = iou.ravel()[flat]
         alone = (per_track[track_rows] == 1) & (per_det[det_rows] == 1)
-        rows = np.unique(track_rows[~alone])
-        cols = np.unique(det_rows[~alone])
-        picked_rows, picked_cols = _optimal_pairs(iou[np.ix_(rows, cols)], self.iou_threshold)
+        contested = ~alone
+        rows, row_of = np.unique(track_rows[contested], return_inverse=True)
+        cols, col_of = np.unique(det_rows[contested], return_inverse=True)
+        block = np.zeros((len(rows), len(cols)))  # pairs below the threshold can stay 0: never matched
+        block[row_of, col_of] = values[contested]
+        picked_rows, picked_cols = _optimal_pairs(block, threshold)
         return (
             np.concatenate([track_rows[alone], rows[picked_rows]]),
             np.concatenate([det_rows[alone], cols[picked_cols]]),
@@ -297,13 +322,36 @@ def _optimal_pairs(
 
 
 def _xyxy(cxcysr: NDArray[np.float64]) -> NDArray[np.float64]:
-    """(N, 4) [cx, cy, s, r] with s, r > 0 → (N, 4) xyxy."""
-    half = np.empty((len(cxcysr), 2))
-    np.multiply(cxcysr[:, 2], cxcysr[:, 3], out=half[:, 0])
-    np.sqrt(half[:, 0], out=half[:, 0])
-    np.divide(cxcysr[:, 2], half[:, 0], out=half[:, 1])
-    half *= 0.5
-    return np.concatenate([cxcysr[:, :2] - half, cxcysr[:, :2] + half], axis=1)
+    """(N, 4) [cx, cy, s, r] with s, r > 0 → (N, 4) xyxy: w, h = √(s·r), √(s/r), then one product."""
+    centre_size = cxcysr.copy()
+    centre_size[:, 2:] = np.sqrt(cxcysr[:, 2, None] * cxcysr[:, 3, None] ** _PLUS_MINUS_ONE)
+    xyxy: NDArray[np.float64] = centre_size @ _CENTRE_SIZE_TO_XYXY
+    return xyxy
+
+
+def _overlapping_pairs(
+    tracks: NDArray[np.float64], boxes: NDArray[np.float64], area: NDArray[np.float64]
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
+    """(track rows, box columns, IoU) of the pairs whose x ranges can overlap: tracks (N, 4)
+    [cx, cy, s, r], boxes (4, M) x1, y1, x2, y2 with areas (M,).
+
+    A sweep along x (boxes sorted by x1; a box can reach a track only if its x1 lies within
+    the widest box width left of the track) keeps a crowd of hundreds from costing N·M."""
+    a = _xyxy(tracks)
+    order = np.argsort(boxes[0], kind="stable")
+    left = boxes[0, order]
+    widest = float((boxes[2] - boxes[0]).max())
+    first = np.searchsorted(left, a[:, 0] - widest, side="right")
+    count = np.maximum(np.searchsorted(left, a[:, 2], side="left") - first, 0)
+    track_rows = np.repeat(np.arange(len(a)), count)
+    # Position k of the flat list is box first[i] + (k - start of track i's run) in sorted order.
+    box_cols = order[np.arange(len(track_rows)) + np.repeat(first - (np.cumsum(count) - count), count)]
+    pair_a, pair_b = a[track_rows], boxes[:, box_cols]
+    overlap_w = np.minimum(pair_a[:, 2], pair_b[2]) - np.maximum(pair_a[:, 0], pair_b[0])
+    overlap_h = np.minimum(pair_a[:, 3], pair_b[3]) - np.maximum(pair_a[:, 1], pair_b[1])
+    inter = np.maximum(overlap_w, 0.0) * np.maximum(overlap_h, 0.0)
+    iou: NDArray[np.float64] = inter / (tracks[track_rows, 2] + area[box_cols] - inter)
+    return track_rows, box_cols, iou
 
 
 def _iou(

@@ -311,3 +311,45 @@ def test_batched_filter_equals_the_textbook_filter_including_gaps_and_the_area_g
         assert ids(tracks) == [1]
         np.testing.assert_allclose(tracks.xyxy[0], reference.xyxy(), rtol=0, atol=2e-3)
     assert reference.guard_used > 0
+
+
+def crowd(frames: int, targets: int, seed: int) -> list[Detections]:
+    """Targets crossing in a small scene, so many frames have contested matches."""
+    rng = np.random.default_rng(seed)
+    start = rng.uniform(0, 400, (targets, 2))
+    velocity = rng.uniform(-4, 4, (targets, 2))
+    out = []
+    for f in range(frames):
+        top_left = start + f * velocity
+        xyxy = np.concatenate([top_left, top_left + np.array([30.0, 60.0])], axis=1) + rng.normal(
+            0, 1.5, (targets, 4)
+        )
+        keep = rng.random(targets) > 0.1
+        out.append(
+            Detections(
+                xyxy[keep].astype(np.float32),
+                np.ones(int(keep.sum()), np.float32),
+                np.zeros(int(keep.sum()), np.int32),
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize(("dense_pairs", "small_assignment"), [(4096, 10**9), (0, 400)])
+def test_every_association_path_gives_the_same_tracks(
+    monkeypatch: pytest.MonkeyPatch, dense_pairs: int, small_assignment: int
+) -> None:
+    import edgepipe.track as track
+
+    frames = crowd(40, 60, seed=5)
+
+    def run() -> list[tuple[list[int], list[int]]]:
+        tracker = SortTracker(max_age=2, min_hits=1)
+        return [(ids(t), t.detection_index.tolist()) for t in map(tracker.update, frames)]
+
+    # By default 60 targets take the dense IoU matrix and give lapjv its contested block; the
+    # variants give lapjv the whole dense matrix, or build the block from the sweep along x.
+    expected = run()
+    monkeypatch.setattr(track, "_DENSE_PAIRS", dense_pairs)
+    monkeypatch.setattr(track, "_SMALL_ASSIGNMENT", small_assignment)
+    assert run() == expected
