@@ -343,9 +343,11 @@ def test_every_association_path_gives_the_same_tracks(
 
     frames = crowd(40, 60, seed=5)
 
-    def run() -> list[tuple[list[int], list[int]]]:
+    def run() -> list[list[tuple[int, int]]]:
         tracker = SortTracker(max_age=2, min_hits=1)
-        return [(ids(t), t.detection_index.tolist()) for t in map(tracker.update, frames)]
+        return [
+            sorted(zip(ids(t), t.detection_index.tolist(), strict=True)) for t in map(tracker.update, frames)
+        ]
 
     # By default 60 targets take the dense IoU matrix and give lapjv its contested block; the
     # variants give lapjv the whole dense matrix, or build the block from the sweep along x.
