@@ -105,8 +105,8 @@ class SortTracker:
     A track is reported in the frames where it is matched (`time_since_update < 1` in the
     reference) once it has been matched in `min_hits` frames in a row after the one it started
     in, or at once during the first `min_hits` frames; it ends after more than `max_age` frames
-    without a match. Track ids count up from 1
-    per tracker, in the order tracks are first reported, so tentative tracks use up no ids.
+    without a match. Track ids count up from 1 per tracker, in the order tracks are first
+    reported (by start within one frame), so tentative tracks use up no ids.
     With `match_classes`, a track only matches detections of the class it started with.
     """
 
@@ -287,13 +287,15 @@ class SortTracker:
         self._count = end
 
     def _ids(self, ids: NDArray[np.float64], track_rows: NDArray[np.intp]) -> NDArray[np.int64]:
-        """The ids of reported tracks, giving the next free ids to those reported for the first time."""
+        """The ids of reported tracks; those reported for the first time get the next free ids,
+        in the order the tracks started (rows are kept in that order)."""
         if len(ids) and ids.min() == 0:
-            first_time = ids == 0
-            count = int(first_time.sum())
-            ids[first_time] = np.arange(self._next_id, self._next_id + count)
-            self._tracks[track_rows[first_time], _TRACK_ID] = ids[first_time]
-            self._next_id += count
+            first_time = (ids == 0).nonzero()[0]
+            first_time = first_time[np.argsort(track_rows[first_time])]
+            new_ids = np.arange(self._next_id, self._next_id + len(first_time))
+            ids[first_time] = new_ids
+            self._tracks[track_rows[first_time], _TRACK_ID] = new_ids
+            self._next_id += len(first_time)
         return ids.astype(np.int64)
 
     def _end_tracks(self) -> NDArray[np.int64]:
