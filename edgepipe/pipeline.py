@@ -97,6 +97,7 @@ class Pipeline:
         self.on_status: Callable[[str], object] | None = None
         self._stopping = threading.Event()
         self._next_status = 0.0
+        self._status_state = ""
 
     def run(self, progress: ProgressBar | None = None) -> RunStats:
         """Process frames until the source ends, max_frames is reached or stop() is called."""
@@ -104,6 +105,7 @@ class Pipeline:
         self.metrics = Metrics(self.name, window_s=self.metrics.window_s)
         last_counts: dict[str, dict[str, int]] | None = None
         self._next_status = time.monotonic() + self.status_interval_s
+        self._status_state = self.source.state
         entered: dict[int, float] = {}  # frame index → when the detector took it (≤ 2·in_flight entries)
         self.source.on_idle = self._idle
         try:
@@ -150,7 +152,10 @@ class Pipeline:
         """Called after each frame and, while the source has none, about once a second."""
         if self.on_alive is not None:
             self.on_alive()
-        if time.monotonic() >= self._next_status:
+        state = self.source.state
+        if time.monotonic() >= self._next_status or state != self._status_state:
+            # a source state change (connected → reconnecting) is published at once, not at the next tick
+            self._status_state = state
             self._next_status = time.monotonic() + self.status_interval_s
             snapshot = self.status()
             self.publisher.publish_status(snapshot)
@@ -315,6 +320,7 @@ def _build_publisher(cfg: PipelineConfig, events_path: str | None) -> Publisher:
                 keepalive_s=mqtt.keepalive_s,
                 qos=mqtt.qos,
                 topic_prefix=mqtt.topic_prefix,
+                tls=tls is not None,  # a tls: section without ca_file means the system CAs
                 tls_ca_file=tls.ca_file if tls else None,
                 tls_cert_file=tls.cert_file if tls else None,
                 tls_key_file=tls.key_file if tls else None,
