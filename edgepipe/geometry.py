@@ -70,7 +70,8 @@ def signed_distance_to_line(points: FloatArray, start: FloatArray, end: FloatArr
     direction = np.asarray(end, np.float64) - start
     length = float(np.hypot(direction[0], direction[1]))
     rel = points - start
-    return (direction[0] * rel[:, 1] - direction[1] * rel[:, 0]) / length
+    distance: NDArray[np.float64] = (direction[0] * rel[:, 1] - direction[1] * rel[:, 0]) / length
+    return distance
 
 
 def projection_on_segment(points: FloatArray, start: FloatArray, end: FloatArray) -> NDArray[np.float64]:
