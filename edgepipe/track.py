@@ -151,8 +151,8 @@ class SortTracker:
         track_rows, det_rows = self._associate(n, boxes, z, detections.class_id)
         matched = self._correct(track_rows, z[:, det_rows].T, detections.class_id[det_rows])
         new_rows = _NO_ROWS
-        if len(det_rows) < len(detections):
-            unmatched = np.ones(len(detections), np.bool_)
+        if len(det_rows) < z.shape[1]:
+            unmatched = np.ones(z.shape[1], np.bool_)
             unmatched[det_rows] = False
             new_rows = unmatched.nonzero()[0]
             self._start_tracks(z[:, new_rows].T, detections.class_id[new_rows])
@@ -198,7 +198,7 @@ class SortTracker:
         # A streak counts matches in a row: a miss in the previous frame breaks it.
         rows[:, _HIT_STREAK] *= rows[:, _TIME_SINCE_UPDATE] == 0
         a, b = self._one_step if step == 1 else _transition(step)
-        rows[:] = rows @ a + b
+        np.add(rows @ a, b, out=rows)
         # SORT's guard for a shrinking box: where the predicted area s + k·vs is <= 0, vs = 0 and
         # s keeps its value. Checked after the fact because it almost never happens.
         if n and rows[:, 2].min() <= 0:
