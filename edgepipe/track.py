@@ -32,7 +32,7 @@ _POS, _VEL, _PP, _PV, _VV = (slice(i, i + 4) for i in range(0, 20, 4))
 _TIME_SINCE_UPDATE = 20  # frames (update calls) since the last match
 _HIT_STREAK = 21  # matches in a row
 _TRACK_ID = 22  # 0 until the track is first reported
-_CLASS_ID = 23
+_CLASS_ID = 23  # of the detection that started the track
 _ROW_SIZE = 24
 
 # Noise of the reference: Q = diag(1, 1, 1, 1, .01, .01, .0001), R = diag(1, 1, 10, 10),
@@ -149,7 +149,7 @@ class SortTracker:
         n = self._count
         self._predict(n, step)
         track_rows, det_rows = self._associate(n, boxes, z, detections.class_id)
-        matched = self._correct(track_rows, z[:, det_rows].T, detections.class_id[det_rows])
+        matched = self._correct(track_rows, z[:, det_rows].T)
         new_rows = _NO_ROWS
         if len(det_rows) < z.shape[1]:
             unmatched = np.ones(z.shape[1], np.bool_)
@@ -253,9 +253,7 @@ class SortTracker:
             np.concatenate([det_rows[alone], cols[picked_cols]]),
         )
 
-    def _correct(
-        self, track_rows: NDArray[np.intp], z: NDArray[np.float64], class_id: NDArray[np.int32]
-    ) -> NDArray[np.float64]:
+    def _correct(self, track_rows: NDArray[np.intp], z: NDArray[np.float64]) -> NDArray[np.float64]:
         """Kalman update of the matched tracks with measurements z, (K, 4) [cx, cy, s, r] → their new rows."""
         rows = self._tracks[track_rows]
         blocks = rows[:, :20].reshape(-1, 5, 4)  # per track: position, velocity, pp, pv, vv
@@ -268,8 +266,6 @@ class SortTracker:
         cov *= (_R / innovation_var)[:, None]  # pp·(1 - Kp), pv·(1 - Kp)
         rows[:, _TIME_SINCE_UPDATE] = 0.0
         rows[:, _HIT_STREAK] += 1.0
-        if self.match_classes:
-            rows[:, _CLASS_ID] = class_id
         self._tracks[track_rows] = rows
         return rows
 

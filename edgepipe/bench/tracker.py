@@ -177,10 +177,25 @@ def synthetic_frames(targets: int, frames: int, seed: int = 0) -> list[Detection
     return out
 
 
+def _check_dev_tools() -> None:
+    """Fail with what to install when the scoring or comparison packages are missing."""
+    import importlib.util
+
+    missing = [
+        name for name in ("motmetrics", "trackers", "supervision") if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        raise EdgepipeError(
+            f"edgepipe bench tracker needs {', '.join(missing)}: pip install 'motmetrics==1.4.0' supervision, "
+            "and 'pip install --no-deps trackers' (its opencv-python would replace opencv-python-headless)"
+        )
+
+
 def run_benchmark(
     data_dir: Path, params: SortParams, repeats: int = 3, targets: tuple[int, ...] = SYNTHETIC_TARGETS
 ) -> dict[str, Any]:
     """Everything `edgepipe bench tracker` prints, as one JSON-ready dict."""
+    _check_dev_tools()
     sequences = find_sequences(data_dir)
     per_sequence: dict[str, dict[str, Any]] = {}
     to_score: dict[str, tuple[Path, Path | str]] = {}
