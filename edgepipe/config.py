@@ -202,6 +202,9 @@ class ZoneRuleConfig(Model):
     polygon: list[Point] = Field(description="[[x, y], ...] at least 3 points, in frame pixels")
     reference_point: ReferencePointName = "bottom_center"
     loiter_s: float | None = Field(None, gt=0, description="emit zone_loiter after this long inside")
+    hysteresis_px: float = Field(
+        10.0, ge=0, le=1000, description="distance inside/outside the edge needed to enter/exit"
+    )
     classes: list[str] | None = Field(None, min_length=1, description="label names this rule watches")
 
     @field_validator("polygon")

@@ -98,6 +98,23 @@ def points_in_polygon(points: FloatArray, polygon: FloatArray) -> NDArray[np.boo
     return np.asarray(np.count_nonzero(crossings, axis=1) % 2 == 1)
 
 
+def distance_to_polygon_edges(points: FloatArray, polygon: FloatArray) -> NDArray[np.float64]:
+    """(N, 2) points, (K, 2) polygon vertices → (N,) distance in pixels to the nearest edge.
+
+    Unsigned (same inside and out) and to the segments, not their infinite lines, so a point
+    beyond a corner measures to the corner. Vectorised over points and edges."""
+    points = np.asarray(points, np.float64)
+    start = np.asarray(polygon, np.float64)  # (K, 2)
+    edge = np.roll(start, -1, axis=0) - start  # (K, 2)
+    length2 = np.einsum("kd,kd->k", edge, edge)
+    rel = points[:, None, :] - start[None, :, :]  # (N, K, 2)
+    along = np.einsum("nkd,kd->nk", rel, edge)
+    # A repeated vertex makes a zero-length edge: its nearest point is the vertex itself (t = 0).
+    t = np.clip(np.divide(along, length2, out=np.zeros_like(along), where=length2 > 0), 0.0, 1.0)
+    offset = rel - t[..., None] * edge
+    return np.asarray(np.hypot(offset[..., 0], offset[..., 1]).min(axis=1, initial=np.inf))
+
+
 def nms(
     xyxy: FloatArray, score: FloatArray, class_id: NDArray[np.integer], iou_threshold: float
 ) -> NDArray[np.intp]:

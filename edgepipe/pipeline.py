@@ -295,6 +295,7 @@ def _build_rule(pipeline: str, rule: LineRuleConfig | object, labels: Sequence[s
         labels=labels,
         reference_point=rule.reference_point,
         loiter_s=rule.loiter_s,
+        hysteresis_px=rule.hysteresis_px,
         class_ids=_class_ids(rule.classes, labels, f"rules.{rule.name}.classes"),
     )
 

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from edgepipe.errors import ConfigError
 from edgepipe.geometry import (
     ReferencePoint,
+    distance_to_polygon_edges,
     points_in_polygon,
     projection_on_segment,
     reference_points,
@@ -166,9 +167,13 @@ class _Inside:
 class Zone:
     """A polygon (concave allowed); `zone_enter`, `zone_exit` with `dwell_s`, optional `zone_loiter`.
 
-    A track first seen inside enters on that frame. A track that ends while inside exits on the
-    frame it ends (with its last box), so occupancy falls back when people leave the picture.
-    `zone_loiter` fires once per visit when a track has been inside for `loiter_s` seconds.
+    A track enters when its reference point is inside by more than `hysteresis_px` from the
+    edge and exits when it is outside by more than that; within the band it keeps its state, so
+    someone standing on the border gives no flood of enter/exit. A track first seen clearly
+    inside enters on that frame; one first seen in the band is outside until it gets clear of it.
+    A track that ends while inside exits on the frame it ends (with its last box), so occupancy
+    falls back when people leave the picture. `zone_loiter` fires once per visit when a track has
+    been inside for `loiter_s` seconds.
     """
 
     def __init__(
@@ -180,6 +185,7 @@ class Zone:
         labels: Sequence[str],
         reference_point: ReferencePoint = "bottom_center",
         loiter_s: float | None = None,
+        hysteresis_px: float = 10.0,
         class_ids: Collection[int] | None = None,
     ) -> None:
         self.polygon = np.asarray(polygon_xy, np.float64)
@@ -187,11 +193,14 @@ class Zone:
             raise ConfigError(f"rule {name!r}: polygon needs at least 3 [x, y] points")
         if loiter_s is not None and loiter_s <= 0:
             raise ConfigError(f"rule {name!r}: loiter_s must be > 0, not {loiter_s}")
+        if hysteresis_px < 0:
+            raise ConfigError(f"rule {name!r}: hysteresis_px must be >= 0, not {hysteresis_px}")
         self.name = name
         self.pipeline = pipeline
         self.labels = list(labels)
         self.reference_point: ReferencePoint = reference_point
         self.loiter_s = loiter_s
+        self.hysteresis_px = float(hysteresis_px)
         self.class_ids = None if class_ids is None else frozenset(int(c) for c in class_ids)
         self._inside: dict[int, _Inside] = {}
         self._enter = 0
@@ -203,33 +212,27 @@ class Zone:
         now = _clock(frame)
         events: list[Event] = []
         rows = _selected(tracks, self.class_ids)
-        inside = points_in_polygon(reference_points(tracks.xyxy[rows], self.reference_point), self.polygon)
-        for row, is_inside in zip(rows.tolist(), inside.tolist(), strict=True):
+        points = reference_points(tracks.xyxy[rows], self.reference_point)
+        inside = points_in_polygon(points, self.polygon)
+        clear = distance_to_polygon_edges(points, self.polygon) > self.hysteresis_px
+        for row, is_inside, is_clear in zip(rows.tolist(), inside.tolist(), clear.tolist(), strict=True):
             track_id = int(tracks.track_id[row])
             state = self._inside.get(track_id)
-            if is_inside:
-                look = (int(tracks.class_id[row]), float(tracks.score[row]), _bbox(tracks.xyxy[row]))
-                if state is None:
+            look = (int(tracks.class_id[row]), float(tracks.score[row]), _bbox(tracks.xyxy[row]))
+            if state is None:
+                if is_clear and is_inside:
                     state = self._inside[track_id] = _Inside(now, False, *look)
                     self._enter += 1
                     events.append(self._event("zone_enter", track_id, state, frame, None))
-                else:
-                    state.class_id, state.score, state.bbox = look
-                if (
-                    self.loiter_s is not None
-                    and not state.loitered
-                    and now - state.entered_s >= self.loiter_s
-                ):
-                    state.loitered = True
-                    self._loiter += 1
-                    events.append(self._event("zone_loiter", track_id, state, frame, now - state.entered_s))
-            elif state is not None:
-                state.class_id, state.score, state.bbox = (
-                    int(tracks.class_id[row]),
-                    float(tracks.score[row]),
-                    _bbox(tracks.xyxy[row]),
-                )
+                continue  # outside, or in the band without having been inside: nothing to do
+            state.class_id, state.score, state.bbox = look
+            if is_clear and not is_inside:
                 events.append(self._exit_event(track_id, frame, now))
+                continue
+            if self.loiter_s is not None and not state.loitered and now - state.entered_s >= self.loiter_s:
+                state.loitered = True
+                self._loiter += 1
+                events.append(self._event("zone_loiter", track_id, state, frame, now - state.entered_s))
         for track_id in tracks.ended.tolist():
             if track_id in self._inside:
                 events.append(self._exit_event(track_id, frame, now))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgepipe.errors import ConfigError
+from edgepipe.geometry import points_in_polygon
 from edgepipe.rules import LineCrossing, Rules, Zone
 from edgepipe.types import Event, Frame, Tracks
 
@@ -267,11 +268,146 @@ def test_zone_state_does_not_grow_after_tracks_end() -> None:
     assert rule.counts() == {"occupancy": 1, "enter": 100, "exit": 99}
 
 
+def per_frame(rule: Zone, path: Sequence[tuple[float, float]]) -> list[list[tuple[str, float | None]]]:
+    """Feed one track (id 1) along `path` without ending it → (type, dwell_s) of each frame's events."""
+    return [
+        [(e.type, e.dwell_s) for e in rule.update(tracks([(1, feet(*p))]), frame(i))]
+        for i, p in enumerate(path)
+    ]
+
+
+ENTER = ("zone_enter", None)
+
+# Feet at x = 50 in the U's left arm; its bottom edge is y = 300 (inside above, outside below).
+# The y values give the distance to that edge: 295 is 5 px inside, 305 is 5 px outside.
+STANDING_ON_THE_EDGE = [(50.0, 250.0), (50, 295), (50, 305), (50, 295), (50, 305), (50, 295), (50, 305)]
+APPROACHING_THE_EDGE = [(50.0, 340.0), (50, 305), (50, 295), (50, 305), (50, 295)]
+
+
+@pytest.mark.parametrize(
+    ("path", "hysteresis_px", "expected"),
+    [
+        # Inside, then jitters ±5 px across the edge: one enter, no exit while it stays there.
+        (STANDING_ON_THE_EDGE, 10.0, [[ENTER], [], [], [], [], [], []]),
+        # Without hysteresis every crossing of the edge is an event, with tiny dwell times.
+        (
+            STANDING_ON_THE_EDGE,
+            0.0,
+            [[ENTER], [], [("zone_exit", 0.2)], [ENTER], [("zone_exit", 0.1)], [ENTER], [("zone_exit", 0.1)]],
+        ),
+        # Comes from outside and stands on the edge: never gets clear inside, so nothing happens.
+        (APPROACHING_THE_EDGE, 10.0, [[], [], [], [], []]),
+        (APPROACHING_THE_EDGE, 0.0, [[], [], [ENTER], [("zone_exit", 0.1)], [ENTER]]),
+    ],
+)
+def test_zone_jitter_on_the_edge(
+    path: list[tuple[float, float]], hysteresis_px: float, expected: list[list[tuple[str, float | None]]]
+) -> None:
+    assert per_frame(zone(hysteresis_px=hysteresis_px), path) == expected
+
+
+def test_zone_loiter_counts_time_on_the_edge_after_entering() -> None:
+    assert per_frame(zone(loiter_s=0.5), STANDING_ON_THE_EDGE) == [
+        [ENTER],
+        [],
+        [],
+        [],
+        [],
+        [("zone_loiter", 0.5)],
+        [],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("hysteresis_px", "expected"),
+    [
+        # Clear inside at frame 4 (15 px in), clear outside at frame 9 (11 px out): dwell 0.5 s.
+        (10.0, [("zone_enter", 1, 4, None), ("zone_exit", 1, 9, 0.5)]),
+        # Without hysteresis the edge itself decides: in at frame 3, out at frame 7.
+        (0.0, [("zone_enter", 1, 3, None), ("zone_exit", 1, 7, 0.4)]),
+    ],
+)
+def test_zone_deep_in_and_far_out_enters_and_exits_once(
+    hysteresis_px: float, expected: list[tuple[str, int, int, float | None]]
+) -> None:
+    rule = zone(hysteresis_px=hysteresis_px)
+    path = [
+        (50, 340),  # 0: 40 px outside
+        (50, 320),  # 1: 20 px outside
+        (50, 305),  # 2: in the band, outside
+        (50, 295),  # 3: in the band, inside
+        (50, 285),  # 4: 15 px inside
+        (50, 250),  # 5: 50 px inside
+        (50, 295),  # 6: in the band, inside
+        (50, 305),  # 7: in the band, outside
+        (50, 309),  # 8: in the band, outside
+        (50, 311),  # 9: 11 px outside
+    ]
+    assert zsummary(run_path(rule, path)) == expected  # the track ends at frame 10, already outside
+    assert rule.counts() == {"occupancy": 0, "enter": 1, "exit": 1}
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        # First seen in the band, 5 px inside: nothing until it is more than 10 px inside (frame 2).
+        ([(50, 295), (50, 292), (50, 289), (50, 250)], [[], [], [ENTER], []]),
+        # First seen in the band, 5 px outside, then walks in: the same.
+        ([(50, 305), (50, 298), (50, 289), (50, 250)], [[], [], [ENTER], []]),
+        # First seen in the band, 5 px inside, then walks out: it never was inside, so no exit.
+        ([(50, 295), (50, 305), (50, 340)], [[], [], []]),
+        # 2 px from the line through the notch's floor (y = 200) but 50 px from the floor itself:
+        # clear inside, enters at once (distance is to the edges, not to their infinite lines).
+        ([(50, 202), (50, 198)], [[ENTER], []]),
+    ],
+)
+def test_zone_track_first_seen_in_the_band_has_no_state_until_it_leaves_it(
+    path: list[tuple[float, float]], expected: list[list[tuple[str, float | None]]]
+) -> None:
+    assert per_frame(zone(), path) == expected
+
+
+@pytest.mark.parametrize(
+    ("hysteresis_px", "expected"),
+    [
+        # Down the middle of the notch (outside, 50 px from its walls), across its floor y = 200
+        # into the bottom bar: clear inside at frame 4 (15 px below the floor).
+        (10.0, [[], [], [], [], [ENTER], [], []]),
+        (0.0, [[], [], [], [ENTER], [], [], []]),
+    ],
+)
+def test_zone_hysteresis_in_a_concave_polygon(
+    hysteresis_px: float, expected: list[list[tuple[str, float | None]]]
+) -> None:
+    # Frame 5 is 5 px below the notch's floor next to its inner corner (100, 200): in the band,
+    # stays in; frame 6 is 50 px from every edge.
+    path = [(150, 50), (150, 150), (150, 195), (150, 205), (150, 215), (105, 205), (50, 250)]
+    assert per_frame(zone(hysteresis_px=hysteresis_px), path) == expected
+
+
+def test_zone_without_hysteresis_follows_the_polygon_frame_by_frame() -> None:
+    # A random walk over the U and around it: with hysteresis_px = 0 the zone is in exactly where
+    # points_in_polygon says so (no point lands exactly on an edge), i.e. the rule without a band.
+    rng = np.random.default_rng(4)
+    path = np.cumsum(rng.normal(0, 25, (400, 2)), axis=0) % 360 - 30
+    rule = zone(hysteresis_px=0.0)
+    inside = [bool(v) for v in points_in_polygon(path, np.array(U_SHAPE, np.float64))]
+    for i, point in enumerate(path.tolist()):
+        events = rule.update(tracks([(1, feet(*point))]), frame(i))
+        was_inside = i > 0 and inside[i - 1]
+        expected = {(False, True): ["zone_enter"], (True, False): ["zone_exit"]}.get(
+            (was_inside, inside[i]), []
+        )
+        assert [e.type for e in events] == expected, f"frame {i}"
+    assert 20 < rule.counts()["enter"] < 200  # the walk does cross the edge many times
+
+
 @pytest.mark.parametrize(
     ("polygon", "kwargs", "message"),
     [
         ([(0, 0), (1, 1)], {}, "rule 'counter': polygon needs at least 3"),
         (U_SHAPE, {"loiter_s": 0}, "rule 'counter': loiter_s must be > 0, not 0"),
+        (U_SHAPE, {"hysteresis_px": -1}, "rule 'counter': hysteresis_px must be >= 0, not -1"),
     ],
 )
 def test_zone_rejects_bad_settings(
