@@ -498,7 +498,7 @@ def _union_tags(loc: tuple[Any, ...]) -> list[str]:
     steps = list(_walk_schema(loc))
     if len(steps) != len(loc) + 1:
         return []
-    tags = []
+    tags: list[str] = []
     for member in _union_members(steps[-1]):
         tag = member.model_fields.get("type")
         if tag is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from edgepipe.errors import ModelError
 
@@ -42,11 +42,11 @@ class ModelCard:
     @classmethod
     def from_dict(cls, data: dict[str, object], origin: str) -> ModelCard:
         try:
-            values = dict(data)
+            values: dict[str, Any] = dict(data)
             for key in ("labels", "strides", "mean_bgr", "std_bgr"):
                 if key in values:
-                    values[key] = tuple(values[key])  # type: ignore[call-overload]
-            return cls(**values)  # type: ignore[arg-type]
+                    values[key] = tuple(values[key])
+            return cls(**values)
         except TypeError as error:
             raise ModelError(f"{origin}: not a valid model card: {error}") from None
 
