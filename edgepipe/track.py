@@ -17,8 +17,6 @@ then moves a whole track.
 
 from __future__ import annotations
 
-import math
-
 import lap
 import numpy as np
 from numpy.typing import NDArray
@@ -45,10 +43,11 @@ _NEW_TRACK = np.zeros(_ROW_SIZE)
 _NEW_TRACK[_PP] = 10.0
 _NEW_TRACK[_VV] = [1e4, 1e4, 1e4, 0.0]
 
-# [cx, cy, w, h] @ this = [cx - w/2, cy - h/2, cx + w/2, cy + h/2]
+# [cx, cy, w, h] @ this = [cx - w/2, cy - h/2, cx + w/2, cy + h/2]; the other gives x1, y1, -x2, -y2
 _CENTRE_SIZE_TO_XYXY = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]])
-_PLUS_MINUS_ONE = np.array([1.0, -1.0])
+_CENTRE_SIZE_TO_CORNERS = (_CENTRE_SIZE_TO_XYXY * [1.0, 1.0, -1.0, -1.0]).T.copy()
 _NO_ROWS = np.empty(0, np.intp)
+_NO_IDS = np.empty(0, np.int64)
 
 _INITIAL_CAPACITY = 64
 _SMALL_ASSIGNMENT = 400  # track-detection pairs below which lapjv gets the whole IoU matrix
@@ -78,7 +77,7 @@ def _transition(step: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
 
 
 def _measurements(xyxy: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """(M, 4) xyxy → (4, M) x1, y1, x2, y2 and (4, M) cx, cy, s, r rows, float64.
+    """(M, 4) xyxy → (4, M) corners x1, y1, -x2, -y2 (see `_iou`) and (4, M) cx, cy, s, r, float64.
 
     Raises ValueError naming the first row that is not a box (NaN, inf, zero or negative size)."""
     boxes = xyxy.T.astype(np.float64, order="C")
@@ -88,14 +87,15 @@ def _measurements(xyxy: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDAr
     z[:2] += boxes[:2]
     np.multiply(wh[0], wh[1], out=z[2])
     np.divide(wh[0], wh[1], out=z[3])
-    # min() > 0 is False for NaN, the sum is not finite with an inf. Only a bad frame pays for the search.
-    if boxes.shape[1] and not (wh.min() > 0 and math.isfinite(z.sum())):
+    # A NaN fails w, h > 0; an inf makes a centre or an area infinite. Counting is cheaper than all().
+    if np.count_nonzero(wh > 0.0) + np.count_nonzero(np.isfinite(z)) != 6 * boxes.shape[1]:
         bad = ~(np.isfinite(boxes).all(axis=0) & (wh > 0).all(axis=0) & np.isfinite(z).all(axis=0))
         row = int(bad.nonzero()[0][0])
         raise ValueError(
             f"detection {row} has box {boxes[:, row].tolist()} (x1, y1, x2, y2): every box needs finite "
             "coordinates with x2 > x1 and y2 > y1"
         )
+    boxes[2:] *= -1.0
     return boxes, z
 
 
@@ -145,17 +145,18 @@ class SortTracker:
         frames a live source dropped do not look like slow motion. Dropped frames do not count as
         misses toward `max_age`; only frames passed to `update` do."""
         step = self._advance_clock(frame_index)
-        boxes, z = _measurements(detections.xyxy)
+        corners, z = _measurements(detections.xyxy)
         n = self._count
         self._predict(n, step)
-        track_rows, det_rows = self._associate(n, boxes, z, detections.class_id)
-        matched = self._correct(track_rows, z[:, det_rows].T)
+        track_rows, det_rows = self._associate(n, corners, z, detections.class_id)
+        matched = self._correct(track_rows, z.take(det_rows, 1).T)
         new_rows = _NO_ROWS
         if len(det_rows) < z.shape[1]:
-            unmatched = np.ones(z.shape[1], np.bool_)
+            unmatched = np.empty(z.shape[1], np.bool_)
+            unmatched.fill(True)
             unmatched[det_rows] = False
             new_rows = unmatched.nonzero()[0]
-            self._start_tracks(z[:, new_rows].T, detections.class_id[new_rows])
+            self._start_tracks(z.take(new_rows, 1).T, detections.class_id.take(new_rows))
 
         # Reported: matched tracks with a long enough streak; during warm-up every track seen now.
         if self.frame_count <= self.min_hits or self.min_hits == 0:
@@ -164,17 +165,14 @@ class SortTracker:
             det_rows = np.concatenate([det_rows, new_rows])
         else:
             reported = matched
-            confirmed = matched[:, _HIT_STREAK] >= self.min_hits
-            if not confirmed.all():
-                reported, track_rows, det_rows = (
-                    matched[confirmed],
-                    track_rows[confirmed],
-                    det_rows[confirmed],
-                )
+            confirmed = matched[:, _HIT_STREAK] >= float(self.min_hits)
+            if np.count_nonzero(confirmed) < len(confirmed):
+                reported = matched.compress(confirmed, 0)
+                track_rows, det_rows = track_rows[confirmed], det_rows[confirmed]
         return Tracks(
             _xyxy(reported[:, _POS]).astype(np.float32),
-            detections.score[det_rows],
-            detections.class_id[det_rows],
+            detections.score.take(det_rows),
+            detections.class_id.take(det_rows),
             self._ids(reported[:, _TRACK_ID], track_rows),
             det_rows,
             self._end_tracks(),
@@ -196,51 +194,51 @@ class SortTracker:
         """Advance the first n tracks by `step` frames and count one more frame without a match."""
         rows = self._tracks[:n]
         # A streak counts matches in a row: a miss in the previous frame breaks it.
-        rows[:, _HIT_STREAK] *= rows[:, _TIME_SINCE_UPDATE] == 0
+        rows[:, _HIT_STREAK] *= rows[:, _TIME_SINCE_UPDATE] == 0.0
         a, b = self._one_step if step == 1 else _transition(step)
-        np.add(rows @ a, b, out=rows)
+        np.add(rows.dot(a), b, out=rows)
         # SORT's guard for a shrinking box: where the predicted area s + k·vs is <= 0, vs = 0 and
         # s keeps its value. Checked after the fact because it almost never happens.
-        if n and rows[:, 2].min() <= 0:
-            vanished = rows[:, 2] <= 0
+        vanished = rows[:, 2] <= 0.0
+        if np.count_nonzero(vanished):
             rows[vanished, 2] -= step * rows[vanished, 6]
             rows[vanished, 6] = 0.0
 
     def _associate(
-        self, n: int, boxes: NDArray[np.float64], z: NDArray[np.float64], class_id: NDArray[np.int32]
+        self, n: int, corners: NDArray[np.float64], z: NDArray[np.float64], class_id: NDArray[np.int32]
     ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """Match predicted tracks to detections by IoU → (track rows, detection rows), same length.
 
         Optimal for cost 1 - IoU with cost limit 1 - iou_threshold (`lap.lapjv`). A track and a
         detection that are each other's only candidate are matched without lapjv: such a pair is
         part of every optimum, and in most frames every pair is like that."""
-        m = boxes.shape[1]
+        m = corners.shape[1]
         if n == 0 or m == 0:
             return _NO_ROWS, _NO_ROWS
         threshold = self.iou_threshold
         iou = None
         if n * m <= _DENSE_PAIRS:
-            iou = _iou(self._tracks[:n, _POS], boxes, z[2])
+            iou = _iou(self._tracks[:n, _POS], corners, z[2])
             if self.match_classes:
                 iou[self._tracks[:n, _CLASS_ID, None] != class_id] = 0.0
-            flat = (iou >= threshold).ravel().nonzero()[0]
-            track_rows = flat // m
-            det_rows = flat - track_rows * m
+            candidate = iou >= threshold
+            track_rows, det_rows = candidate.nonzero()
         else:
-            track_rows, det_rows, values = _overlapping_pairs(self._tracks[:n, _POS], boxes, z[2])
+            track_rows, det_rows, values = _overlapping_pairs(self._tracks[:n, _POS], corners, z[2])
             keep = values >= threshold
             if self.match_classes:
                 keep &= self._tracks[track_rows, _CLASS_ID] == class_id[det_rows]
             track_rows, det_rows, values = track_rows[keep], det_rows[keep], values[keep]
+        pairs = len(track_rows)
         per_track = np.bincount(track_rows, minlength=n)
         per_det = np.bincount(det_rows, minlength=m)
-        if len(track_rows) == 0 or (per_track.max() == 1 and per_det.max() == 1):
+        if np.count_nonzero(per_track) == pairs and np.count_nonzero(per_det) == pairs:
             return track_rows, det_rows
         if iou is not None and n * m <= _SMALL_ASSIGNMENT:
             return _optimal_pairs(iou, threshold)
         # Many targets: solve only the block of contested tracks and detections.
         if iou is not None:
-            values = iou.ravel()[flat]
+            values = iou[candidate]
         alone = (per_track[track_rows] == 1) & (per_det[det_rows] == 1)
         contested = ~alone
         rows, row_of = np.unique(track_rows[contested], return_inverse=True)
@@ -255,7 +253,7 @@ class SortTracker:
 
     def _correct(self, track_rows: NDArray[np.intp], z: NDArray[np.float64]) -> NDArray[np.float64]:
         """Kalman update of the matched tracks with measurements z, (K, 4) [cx, cy, s, r] → their new rows."""
-        rows = self._tracks[track_rows]
+        rows = self._tracks.take(track_rows, 0)
         blocks = rows[:, :20].reshape(-1, 5, 4)  # per track: position, velocity, pp, pv, vv
         innovation_var = blocks[:, 2] + _R
         cov = blocks[:, 2:4]  # [pp, pv]
@@ -285,8 +283,8 @@ class SortTracker:
     def _ids(self, ids: NDArray[np.float64], track_rows: NDArray[np.intp]) -> NDArray[np.int64]:
         """The ids of reported tracks; those reported for the first time get the next free ids,
         in the order the tracks started (rows are kept in that order)."""
-        if len(ids) and ids.min() == 0:
-            first_time = (ids == 0).nonzero()[0]
+        if np.count_nonzero(ids) < len(ids):
+            first_time = (ids == 0.0).nonzero()[0]
             first_time = first_time[np.argsort(track_rows[first_time])]
             new_ids = np.arange(self._next_id, self._next_id + len(first_time))
             ids[first_time] = new_ids
@@ -297,14 +295,14 @@ class SortTracker:
     def _end_tracks(self) -> NDArray[np.int64]:
         """Drop tracks unmatched for more than max_age frames → ids of those that were ever reported."""
         n = self._count
-        if n == 0 or self._tracks[:n, _TIME_SINCE_UPDATE].max() <= self.max_age:
-            return np.empty(0, np.int64)
-        dead = self._tracks[:n, _TIME_SINCE_UPDATE] > self.max_age
-        ended: NDArray[np.float64] = self._tracks[:n][dead, _TRACK_ID]
-        keep = (~dead).nonzero()[0]
-        self._tracks[: len(keep)] = self._tracks[keep]
-        self._count = len(keep)
-        return ended[ended > 0].astype(np.int64)
+        dead = self._tracks[:n, _TIME_SINCE_UPDATE] > float(self.max_age)
+        if not np.count_nonzero(dead):
+            return _NO_IDS
+        ended: NDArray[np.float64] = self._tracks[:n, _TRACK_ID][dead]
+        keep = ~dead
+        self._count = int(np.count_nonzero(keep))
+        self._tracks[: self._count] = self._tracks[:n].compress(keep, 0)
+        return ended[ended > 0.0].astype(np.int64)
 
 
 def _optimal_pairs(
@@ -315,56 +313,68 @@ def _optimal_pairs(
     col_of_row, _ = lap.lapjv(1.0 - iou, extend_cost=True, cost_limit=1.0 - iou_threshold, return_cost=False)
     rows = (col_of_row >= 0).nonzero()[0]
     cols = col_of_row[rows]
-    keep = iou[rows, cols] >= iou_threshold  # lapjv may take a pair right at the limit
+    keep = iou.ravel().take(rows * iou.shape[1] + cols) >= iou_threshold  # lapjv may take a pair at the limit
     return rows[keep], cols[keep]
 
 
+def _centre_size(cxcysr: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(N, 4) [cx, cy, s, r] with s, r > 0 → (N, 4) [cx, cy, w, h]: w = √(s·r), h = s / w."""
+    centre_size: NDArray[np.float64] = cxcysr.copy()
+    np.multiply(cxcysr[:, 2], cxcysr[:, 3], out=centre_size[:, 2])
+    np.sqrt(centre_size[:, 2], out=centre_size[:, 2])
+    np.divide(cxcysr[:, 2], centre_size[:, 2], out=centre_size[:, 3])
+    return centre_size
+
+
 def _xyxy(cxcysr: NDArray[np.float64]) -> NDArray[np.float64]:
-    """(N, 4) [cx, cy, s, r] with s, r > 0 → (N, 4) xyxy: w, h = √(s·r), √(s/r), then one product."""
-    centre_size = cxcysr.copy()
-    centre_size[:, 2:] = np.sqrt(cxcysr[:, 2, None] * cxcysr[:, 3, None] ** _PLUS_MINUS_ONE)
-    xyxy: NDArray[np.float64] = centre_size @ _CENTRE_SIZE_TO_XYXY
+    """(N, 4) [cx, cy, s, r] → (N, 4) xyxy."""
+    xyxy: NDArray[np.float64] = _centre_size(cxcysr).dot(_CENTRE_SIZE_TO_XYXY)
     return xyxy
 
 
+def _corners(cxcysr: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(N, 4) [cx, cy, s, r] → (4, N) x1, y1, -x2, -y2."""
+    corners: NDArray[np.float64] = _CENTRE_SIZE_TO_CORNERS.dot(_centre_size(cxcysr).T)
+    return corners
+
+
 def _overlapping_pairs(
-    tracks: NDArray[np.float64], boxes: NDArray[np.float64], area: NDArray[np.float64]
+    tracks: NDArray[np.float64], corners: NDArray[np.float64], area: NDArray[np.float64]
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
     """(track rows, box columns, IoU) of the pairs whose x ranges can overlap: tracks (N, 4)
-    [cx, cy, s, r], boxes (4, M) x1, y1, x2, y2 with areas (M,).
+    [cx, cy, s, r], boxes as (4, M) corners x1, y1, -x2, -y2 with areas (M,).
 
     A sweep along x (boxes sorted by x1; a box can reach a track only if its x1 lies within
     the widest box width left of the track) keeps a crowd of hundreds from costing N·M."""
-    a = _xyxy(tracks)
-    order = np.argsort(boxes[0], kind="stable")
-    left = boxes[0, order]
-    widest = float((boxes[2] - boxes[0]).max())
-    first = np.searchsorted(left, a[:, 0] - widest, side="right")
-    count = np.maximum(np.searchsorted(left, a[:, 2], side="left") - first, 0)
-    track_rows = np.repeat(np.arange(len(a)), count)
+    a = _corners(tracks)
+    order = np.argsort(corners[0], kind="stable")
+    left = corners[0].take(order)
+    widest = float((-corners[2] - corners[0]).max())
+    first = np.searchsorted(left, a[0] - widest, side="right")
+    count = np.maximum(np.searchsorted(left, -a[2], side="left") - first, 0)
+    track_rows = np.repeat(np.arange(a.shape[1]), count)
     # Position k of the flat list is box first[i] + (k - start of track i's run) in sorted order.
     box_cols = order[np.arange(len(track_rows)) + np.repeat(first - (np.cumsum(count) - count), count)]
-    pair_a, pair_b = a[track_rows], boxes[:, box_cols]
-    overlap_w = np.minimum(pair_a[:, 2], pair_b[2]) - np.maximum(pair_a[:, 0], pair_b[0])
-    overlap_h = np.minimum(pair_a[:, 3], pair_b[3]) - np.maximum(pair_a[:, 1], pair_b[1])
-    inter = np.maximum(overlap_w, 0.0) * np.maximum(overlap_h, 0.0)
-    iou: NDArray[np.float64] = inter / (tracks[track_rows, 2] + area[box_cols] - inter)
+    inner = np.maximum(a.take(track_rows, 1), corners.take(box_cols, 1))
+    minus_overlap = np.minimum(inner[:2] + inner[2:], 0.0)
+    inter = minus_overlap[0] * minus_overlap[1]
+    iou: NDArray[np.float64] = inter / (tracks[:, 2].take(track_rows) + area.take(box_cols) - inter)
     return track_rows, box_cols, iou
 
 
 def _iou(
-    tracks: NDArray[np.float64], boxes: NDArray[np.float64], area: NDArray[np.float64]
+    tracks: NDArray[np.float64], corners: NDArray[np.float64], area: NDArray[np.float64]
 ) -> NDArray[np.float64]:
-    """IoU of (N, 4) [cx, cy, s, r] tracks with (4, M) x1, y1, x2, y2 boxes of areas (M,) → (N, M).
+    """IoU of (N, 4) [cx, cy, s, r] tracks with (4, M) corners x1, y1, -x2, -y2 of areas (M,) → (N, M).
 
-    x and y go through numpy together as (2, N, M); M is the innermost, contiguous axis, so loops
-    stay long at hundreds of targets, and the big temporaries are reused in place."""
-    a = _xyxy(tracks).T
-    overlap = np.minimum(a[2:, :, None], boxes[2:, None, :])
-    overlap -= np.maximum(a[:2, :, None], boxes[:2, None, :])
-    np.maximum(overlap, 0.0, out=overlap)
-    inter: NDArray[np.float64] = overlap[0] * overlap[1]
-    union = np.add(tracks[:, 2, None], area, out=overlap[1])  # both areas > 0, so the union is too
+    With x2 and y2 negated, one maximum gives the inner box of every pair: max x1, max y1,
+    -min x2, -min y2; then -(overlap) = max x1 - min x2. One broadcast instead of four: at ten
+    targets numpy's per-call cost is the whole cost."""
+    inner = np.maximum(_corners(tracks)[:, :, None], corners[:, None, :])  # (4, N, M)
+    minus_overlap = inner[:2] + inner[2:]
+    np.minimum(minus_overlap, 0.0, out=minus_overlap)  # a pair apart in x or y overlaps 0
+    inter: NDArray[np.float64] = minus_overlap[0] * minus_overlap[1]
+    union = np.add.outer(tracks[:, 2], area)  # both areas > 0, so the union is too
     union -= inter
     inter /= union
     return inter

@@ -81,11 +81,11 @@ class SortPyAssociation(SortTracker):
     total IoU over all pairs (lapjv on -IoU, no cost limit), then drop pairs below the threshold."""
 
     def _associate(
-        self, n: int, boxes: NDArray[np.float64], z: NDArray[np.float64], class_id: NDArray[np.int32]
+        self, n: int, corners: NDArray[np.float64], z: NDArray[np.float64], class_id: NDArray[np.int32]
     ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-        if n == 0 or boxes.shape[1] == 0:
+        if n == 0 or corners.shape[1] == 0:
             return np.empty(0, np.intp), np.empty(0, np.intp)
-        iou = _iou(self._tracks[:n, :4], boxes, z[2])
+        iou = _iou(self._tracks[:n, :4], corners, z[2])
         above = iou > self.iou_threshold
         if above.sum(axis=1).max() == 1 and above.sum(axis=0).max() == 1:
             rows, cols = above.nonzero()
