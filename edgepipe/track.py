@@ -28,7 +28,7 @@ from edgepipe.types import Detections, Tracks
 # then the bookkeeping, integers stored exactly as floats.
 _POS, _VEL, _PP, _PV, _VV = (slice(i, i + 4) for i in range(0, 20, 4))
 _TIME_SINCE_UPDATE = 20  # frames (update calls) since the last match
-_HIT_STREAK = 21  # matches in a row
+_HIT_STREAK = 21  # matches in a row, as of the last match
 _TRACK_ID = 22  # 0 until the track is first reported
 _CLASS_ID = 23  # of the detection that started the track
 _ONE = 24  # always 1.0, so that predict, noise included, is a single matrix product
@@ -48,6 +48,9 @@ _NEW_TRACK[_ONE] = 1.0
 # [cx, cy, w, h] @ this = [cx - w/2, cy - h/2, cx + w/2, cy + h/2]; the other gives x1, y1, -x2, -y2
 _CENTRE_SIZE_TO_XYXY = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]])
 _CENTRE_SIZE_TO_CORNERS = (_CENTRE_SIZE_TO_XYXY * [1.0, 1.0, -1.0, -1.0]).T.copy()
+# this.dot(x1, y1, x2, y2 rows) = cx, cy, w, h rows; the other = x1, y1, -x2, -y2 rows
+_XYXY_TO_CENTRE_SIZE = np.array([[0.5, 0, 0.5, 0], [0, 0.5, 0, 0.5], [-1, 0, 1, 0], [0, -1, 0, 1]])
+_XYXY_TO_CORNERS = np.diag([1.0, 1.0, -1.0, -1.0])
 _NO_ROWS = np.empty(0, np.intp)
 _NO_IDS = np.empty(0, np.int64)
 
@@ -82,22 +85,24 @@ def _measurements(xyxy: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDAr
 
     Raises ValueError naming the first row that is not a box (NaN, inf, zero or negative size)."""
     boxes = xyxy.T.astype(np.float64, order="C")
-    wh = boxes[2:] - boxes[:2]
-    z = np.empty_like(boxes)
-    np.multiply(wh, 0.5, out=z[:2])
-    z[:2] += boxes[:2]
-    np.multiply(wh[0], wh[1], out=z[2])
-    np.divide(wh[0], wh[1], out=z[3])
-    # A NaN fails w, h > 0; an inf makes a centre or an area infinite. Counting is cheaper than all().
-    if np.count_nonzero(wh > 0.0) + np.count_nonzero(np.isfinite(z)) != 6 * boxes.shape[1]:
-        bad = ~(np.isfinite(boxes).all(axis=0) & (wh > 0).all(axis=0) & np.isfinite(z).all(axis=0))
+    m = boxes.shape[1]
+    # Finite first (an inf would warn inside the products), then w, h > 0; counting beats all().
+    valid = np.count_nonzero(np.isfinite(boxes)) == 4 * m
+    if valid:
+        z = _XYXY_TO_CENTRE_SIZE.dot(boxes)  # cx, cy, w, h
+        valid = np.count_nonzero(z[2:] > 0.0) == 2 * m
+    if not valid:
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.isfinite(boxes).all(axis=0) & (boxes[2:] > boxes[:2]).all(axis=0))
         row = int(bad.nonzero()[0][0])
         raise ValueError(
             f"detection {row} has box {boxes[:, row].tolist()} (x1, y1, x2, y2): every box needs finite "
             "coordinates with x2 > x1 and y2 > y1"
         )
-    boxes[2:] *= -1.0
-    return boxes, z
+    aspect = z[2] / z[3]
+    z[2] *= z[3]
+    z[3] = aspect
+    return _XYXY_TO_CORNERS.dot(boxes), z
 
 
 class SortTracker:
@@ -195,8 +200,6 @@ class SortTracker:
     def _predict(self, n: int, step: int) -> None:
         """Advance the first n tracks by `step` frames and count one more frame without a match."""
         rows = self._tracks[:n]
-        # A streak counts matches in a row: a miss in the previous frame breaks it.
-        rows[:, _HIT_STREAK] *= rows[:, _TIME_SINCE_UPDATE] == 0.0
         rows[:] = rows.dot(self._one_step if step == 1 else _transition(step))
         # SORT's guard for a shrinking box: where the predicted area s + k·vs is <= 0, vs = 0 and
         # s keeps its value. Checked after the fact because it almost never happens.
@@ -278,8 +281,12 @@ class SortTracker:
         noise_share = np.divide(noise, innovation_var, out=innovation_var)  # R / S = 1 - Kp
         pp *= noise_share
         pv *= noise_share
+        # A streak counts matches in a row: one frame since the last match continues it (a new
+        # track's first match included), more than one means a miss broke it.
+        streak = fields[_HIT_STREAK]
+        streak *= fields[_TIME_SINCE_UPDATE] == 1.0
+        streak += 1.0
         fields[_TIME_SINCE_UPDATE] = 0.0
-        fields[_HIT_STREAK] += 1.0
         self._tracks[track_rows] = fields.T
         return fields
 
