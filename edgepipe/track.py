@@ -53,6 +53,10 @@ _XYXY_TO_CENTRE_SIZE = np.array([[0.5, 0, 0.5, 0], [0, 0.5, 0, 0.5], [-1, 0, 1, 
 _XYXY_TO_CORNERS = np.diag([1.0, 1.0, -1.0, -1.0])
 _NO_ROWS = np.empty(0, np.intp)
 _NO_IDS = np.empty(0, np.int64)
+_NO_FIELDS = np.empty((_ROW_SIZE, 0))
+_NO_BOXES = np.empty((0, 4), np.float32)
+_NO_SCORES = np.empty(0, np.float32)
+_NO_CLASSES = np.empty(0, np.int32)
 
 _INITIAL_CAPACITY = 64
 _SMALL_ASSIGNMENT = 400  # track-detection pairs below which lapjv gets the whole IoU matrix
@@ -152,14 +156,18 @@ class SortTracker:
         frames a live source dropped do not look like slow motion. Dropped frames do not count as
         misses toward `max_age`; only frames passed to `update` do."""
         step = self._advance_clock(frame_index)
-        corners, z = _measurements(detections.xyxy)
         n = self._count
-        self._predict(n, step)
+        if n:
+            self._predict(n, step)
+        m = detections.xyxy.shape[0]
+        if m == 0:
+            return self._tracks_out(detections, _NO_FIELDS, _NO_ROWS, _NO_ROWS)
+        corners, z = _measurements(detections.xyxy)
         track_rows, det_rows = self._associate(n, corners, z, detections.class_id)
-        matched = self._correct(track_rows, z.take(det_rows, 1))
+        matched = self._correct(track_rows, z.take(det_rows, 1)) if len(track_rows) else _NO_FIELDS
         new_rows = _NO_ROWS
-        if len(det_rows) < z.shape[1]:
-            unmatched = np.empty(z.shape[1], np.bool_)
+        if len(det_rows) < m:
+            unmatched = np.empty(m, np.bool_)
             unmatched.fill(True)
             unmatched[det_rows] = False
             new_rows = unmatched.nonzero()[0]
@@ -176,6 +184,18 @@ class SortTracker:
             if np.count_nonzero(confirmed) < len(confirmed):
                 reported = matched.compress(confirmed, 1)
                 track_rows, det_rows = track_rows[confirmed], det_rows[confirmed]
+        return self._tracks_out(detections, reported, track_rows, det_rows)
+
+    def _tracks_out(
+        self,
+        detections: Detections,
+        reported: NDArray[np.float64],
+        track_rows: NDArray[np.intp],
+        det_rows: NDArray[np.intp],
+    ) -> Tracks:
+        """Tracks for the reported fields, (_ROW_SIZE, K), and the ids of tracks that end now."""
+        if len(det_rows) == 0:
+            return Tracks(_NO_BOXES, _NO_SCORES, _NO_CLASSES, _NO_IDS, _NO_ROWS, self._end_tracks())
         return Tracks(
             _xyxy(reported[_POS]).astype(np.float32),
             detections.score.take(det_rows),
