@@ -8,7 +8,7 @@ per (path, device, precision, hint, preprocessing, frame size) for the whole pro
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import logging
 import threading
 from collections import OrderedDict, deque
@@ -261,57 +261,30 @@ def infer_stream(
     in_flight: int,
 ) -> Iterator[tuple[T, NDArray[np.float32]]]:
     """Run `image_of(item)` (1, H, W, 3) through `in_flight` async requests of `compiled_for((H, W))`;
-    yield (item, output) in input order.
+    yield (item, output copy) in input order.
 
-    The completion callback only copies the output (or records the error); errors are re-raised
-    here, on the caller's thread. When the frame size changes, the requests in flight are drained
-    before the model for the new size takes over. When `items` ends, or `items`/`image_of` raise,
-    the requests in flight are drained and their results yielded first (then the error is raised)."""
-    from openvino import AsyncInferQueue
-
-    done: dict[int, NDArray[np.float32] | BaseException] = {}
-    ready = threading.Condition()
-
-    def on_done(request: Any, seq: int) -> None:
-        try:
-            result: NDArray[np.float32] | BaseException = np.array(
-                request.get_output_tensor(0).data, copy=True
-            )
-        except BaseException as error:  # re-raised on the caller's thread
-            result = error
-        with ready:
-            done[seq] = result
-            ready.notify()
-
-    pending: deque[tuple[int, T]] = deque()
-
-    def take_head(block: bool) -> tuple[T, NDArray[np.float32]] | None:
-        seq, item = pending[0]
-        with ready:
-            if block:
-                ready.wait_for(lambda: seq in done)
-            elif seq not in done:
-                return None
-            result = done.pop(seq)
-        pending.popleft()
-        if isinstance(result, BaseException):
-            raise result
-        return item, result
-
-    def drain() -> Iterator[tuple[T, NDArray[np.float32]]]:
-        if queue is not None:
-            queue.wait_all()
-        while pending:
-            head = take_head(block=True)
-            assert head is not None
-            yield head
-
-    queue: Any = None
-    queue_hw: tuple[int, int] | None = None
+    No Python completion callback: the caller's thread waits for the oldest request, copies its
+    output and reuses it, so inference errors surface here. (A Python callback, as with
+    AsyncInferQueue.set_callback, made interpreter exit hang: OpenVINO's executor thread waited for
+    the GIL while the main thread, holding it, joined that thread in ~CompiledModel.)
+    When the frame size changes, the requests in flight are drained before the model for the new
+    size takes over. When `items` ends, or `items`/`image_of` raise, the requests in flight are
+    drained and their results yielded first (then the error is raised)."""
+    pending: deque[tuple[T, Any]] = deque()  # (item, request), oldest first
+    free: list[Any] = []
+    requests_hw: tuple[int, int] | None = None
     failure: Exception | None = None
+
+    def finish_oldest() -> tuple[T, NDArray[np.float32]]:
+        item, request = pending.popleft()
+        request.wait()  # releases the GIL; raises here if the inference failed
+        output = np.array(request.get_output_tensor(0).data, copy=True)
+        free.append(request)
+        return item, output
+
     source = iter(items)
     try:
-        for seq in itertools.count():
+        while True:
             try:
                 item = next(source)
                 image = image_of(item)
@@ -321,23 +294,26 @@ def infer_stream(
                 failure = error
                 break
             frame_hw = (int(image.shape[1]), int(image.shape[2]))
-            if frame_hw != queue_hw:
-                yield from drain()
-                queue = AsyncInferQueue(compiled_for(frame_hw), in_flight)
-                queue.set_callback(on_done)
-                queue_hw = frame_hw
-            # start_async blocks until a request is free. share_inputs=False costs one frame copy;
-            # sharing corrupted other requests' results (OpenVINO 2026.4 CPU, tests/test_detect.py).
-            queue.start_async({0: image}, seq, share_inputs=False)
-            pending.append((seq, item))
-            while pending:
-                head = take_head(block=len(pending) > 2 * in_flight)
-                if head is None:
-                    break
-                yield head
-        yield from drain()
+            if frame_hw != requests_hw:
+                while pending:
+                    yield finish_oldest()
+                compiled = compiled_for(frame_hw)
+                free[:] = [compiled.create_infer_request() for _ in range(in_flight)]
+                requests_hw = frame_hw
+            if not free:
+                yield finish_oldest()
+            request = free.pop()
+            # share_inputs=False costs one frame copy; sharing the frame's memory corrupted other
+            # requests' results (OpenVINO 2026.4 CPU, caught by tests/test_detect.py)
+            request.start_async({0: image}, share_inputs=False)
+            pending.append((item, request))
+            while pending and pending[0][1].wait_for(0):  # deliver what is already done
+                yield finish_oldest()
+        while pending:
+            yield finish_oldest()
         if failure is not None:
             raise failure
     finally:
-        if queue is not None:
-            queue.wait_all()  # never leave requests running when the caller stops early
+        for _, request in pending:  # the caller stopped early: never leave requests running
+            with contextlib.suppress(Exception):
+                request.wait()
