@@ -135,7 +135,7 @@ def test_preprocessing_normalises_bgr_in_model_for_any_frame_size(pool: ModelPoo
         )
         image = np.empty((height, width, 3), np.uint8)
         image[...] = (11, 22, 33)  # B, G, R: a flat colour survives any resize
-        out = infer_one(compiled.create_infer_request(), check_image(image, "test"))
+        out = infer_one(compiled.create_infer_request(), check_image(image, "test"))[0]
         # the network sees channel c as (x - mean_c) / std_c in BGR order
         np.testing.assert_allclose(out, [[5.0, 10.0, 15.0]], atol=1e-4)
 
@@ -151,8 +151,18 @@ def test_rgb_preprocessing_reverses_the_channels(pool: ModelPool, tmp_path: Path
         performance_hint="latency",
     )
     image = np.full((20, 30, 3), (11, 22, 33), np.uint8)
-    out = infer_one(compiled.create_infer_request(), check_image(image, "test"))
+    out = infer_one(compiled.create_infer_request(), check_image(image, "test"))[0]
     np.testing.assert_allclose(out, [[33.0, 22.0, 11.0]], atol=1e-4)
+
+
+def test_row_max_output_is_the_max_of_the_first_columns(pool: ModelPool, tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "t.onnx", (1, 22, 112))
+    pre = Preprocess(layout="NCHW", normalize=False, row_max_columns=80)
+    compiled = pool.compile(model, pre, (40, 50), device="CPU", precision="f32", performance_hint="latency")
+    image = np.full((40, 50, 3), 9, np.uint8)
+    raw, row_max = infer_one(compiled.create_infer_request(), check_image(image, "test"))
+    assert raw.shape == (1, 22, 112) and row_max.shape == (1, 22)
+    np.testing.assert_allclose(row_max, np.full((1, 22), 9.0), atol=1e-4)  # the tiny model outputs the mean
 
 
 @pytest.mark.parametrize(
@@ -203,7 +213,10 @@ def test_stream_yields_in_input_order_and_reraises_on_the_callers_thread(
         value, (h, w) = item
         return check_image(np.full((h, w, 3), value, np.uint8), f"item {value}")
 
-    results = list(infer_stream(compiled, items, image_of, in_flight=4))
+    # outputs are views into the requests, valid until the next item is pulled: copy them
+    results = [
+        (item, outputs[0].copy()) for item, outputs in infer_stream(compiled, items, image_of, in_flight=4)
+    ]
     assert [item[0] for item, _ in results] == list(range(12))
     np.testing.assert_allclose([out[0, 0] for _, out in results], range(12), atol=1e-4)
 

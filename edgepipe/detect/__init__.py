@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from edgepipe.detect.nanodet import NanoDetDecoder, resolve_card
 from edgepipe.detect.openvino import ModelPool, Preprocess, check_image, infer_one, infer_stream
@@ -62,6 +63,7 @@ class Detector:
             mean_bgr=self.card.mean_bgr,
             std_bgr=self.card.std_bgr,
             rgb=(not float_input and UINT8_MODEL_RGB) if rgb is None else rgb,
+            row_max_columns=len(self.card.labels),  # best class score per anchor, for the pre-filter
         )
         self.preprocess = preprocess
         self._compile_settings = {
@@ -113,13 +115,15 @@ class Detector:
         outputs = infer_stream(
             self.compiled_for, frames, lambda f: check_image(f.image, f"frame {f.index}"), self.in_flight
         )
-        for frame, raw in outputs:
-            yield frame, self._postprocess(raw, frame.image.shape[:2])
+        for frame, (raw, best_score) in outputs:
+            yield frame, self._postprocess((raw, best_score), frame.image.shape[:2])
 
-    def _postprocess(self, raw: np.ndarray[Any, Any], frame_hw: tuple[int, ...]) -> Detections:
+    def _postprocess(self, outputs: tuple[NDArray[np.float32], ...], frame_hw: tuple[int, ...]) -> Detections:
+        raw, best_score = outputs
         detections = self.decoder.decode(
             raw,
             (int(frame_hw[0]), int(frame_hw[1])),
+            best_score=best_score,
             score_threshold=self.score_threshold,
             nms_iou=self.nms_iou,
             max_detections=self.max_detections,

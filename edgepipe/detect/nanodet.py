@@ -24,6 +24,7 @@ from edgepipe.types import Detections
 
 DEFAULT_STRIDES = (8, 16, 32, 64)
 DEFAULT_REG_MAX = 7
+BEST_SCORE_MARGIN = 0.01
 
 
 def center_priors(input_size: int, strides: Sequence[int]) -> NDArray[np.float32]:
@@ -73,22 +74,30 @@ class NanoDetDecoder:
         max_detections: int = 100,
         class_mask: NDArray[np.bool_] | None = None,
         multi_label: bool = False,
+        best_score: NDArray[np.floating] | None = None,
     ) -> Detections:
         """`raw` (N, C + 4·(reg_max+1)) with sigmoid scores → Detections in a frame of `frame_hw` pixels.
 
         One candidate per anchor (its best class, as the official C++ demos) unless `multi_label`
         (every class above the threshold, as the official Python eval). `class_mask` (C,) bool keeps
-        only those classes; applying it before NMS is exact because NMS is class-aware."""
+        only those classes; applying it before NMS is exact because NMS is class-aware.
+        `best_score` (N,), the max class score of each anchor if the runtime computed it, saves
+        reading the whole score block."""
         raw = raw.reshape(len(self.priors), self.num_outputs)
         scores = raw[:, : self.num_classes]
         # Only the few anchors above the threshold need argmax and softmax: most of the speed.
         # (np.nonzero on the whole strided score block costs 4x more than any() + flatnonzero.)
-        above = scores > score_threshold
-        candidates = np.flatnonzero(above.any(axis=1))
-        if multi_label:
-            rows, class_id = np.nonzero(above[candidates])
+        if best_score is not None:
+            # the margin covers a runtime that rounds the max (bf16); `above` re-checks exactly
+            candidates = np.flatnonzero(best_score.reshape(-1) > score_threshold - BEST_SCORE_MARGIN)
         else:
-            rows, class_id = np.arange(candidates.size), scores[candidates].argmax(axis=1)
+            candidates = np.flatnonzero((scores > score_threshold).any(axis=1))
+        above = scores[candidates] > score_threshold  # (K, C) for the few candidate anchors
+        if multi_label:
+            rows, class_id = np.nonzero(above)
+        else:
+            rows = np.flatnonzero(above.any(axis=1))
+            class_id = scores[candidates[rows]].argmax(axis=1)
         if class_mask is not None:
             keep_class = class_mask[class_id]
             rows, class_id = rows[keep_class], class_id[keep_class]

@@ -46,6 +46,10 @@ class Preprocess:
     mean_bgr: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std_bgr: tuple[float, float, float] = (1.0, 1.0, 1.0)
     rgb: bool = False  # the network wants RGB order: reverse the channels
+    # > 0: add a second output, the max over the first `row_max_columns` values of each row of
+    # output 0 ([1, N, D] → [1, N]). Computed by the inference threads while the output is still in
+    # cache, it lets Python pre-filter rows without reading the whole output.
+    row_max_columns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +201,9 @@ class ModelPool:
                 self._compiled.move_to_end(key)
                 return self._compiled[key]
             _resolve_device(self.core, device)
-            with_pre = _add_preprocessing(model.clone(), preprocess, frame_hw)
+            with_pre = _add_preprocessing(
+                _add_row_max(model.clone(), preprocess.row_max_columns), preprocess, frame_hw
+            )
             try:
                 compiled = self.core.compile_model(with_pre, device, config)
             except Exception as error:
@@ -211,6 +217,21 @@ class ModelPool:
             if len(self._compiled) > MAX_COMPILED:  # a source of ever-new frame sizes must not grow memory
                 self._compiled.popitem(last=False)
             return compiled
+
+
+def _add_row_max(model: Any, columns: int) -> Any:
+    """Append output 1 = max of output 0's first `columns` values per row (see Preprocess)."""
+    if columns <= 0:
+        return model
+    import openvino.opset13 as ops
+
+    def const(value: int) -> Any:
+        return ops.constant(np.array([value], np.int64))
+
+    rows = model.get_results()[0].input_value(0)
+    first = ops.slice(rows, const(0), const(columns), const(1), const(2))
+    model.add_results([ops.result(ops.reduce_max(first, const(2), keep_dims=False))])
+    return model
 
 
 def _add_preprocessing(model: Any, pre: Preprocess, frame_hw: tuple[int, int]) -> Any:
@@ -248,10 +269,20 @@ def check_image(image: NDArray[np.uint8], where: str) -> NDArray[np.uint8]:
     return np.ascontiguousarray(image)[None]  # (1, H, W, 3): the batch axis the model input has
 
 
-def infer_one(request: Any, image: NDArray[np.uint8]) -> NDArray[np.float32]:
-    """Synchronous inference on one BGR frame with an infer request → a copy of the first output."""
-    request.infer({0: image})
-    return np.array(request.get_output_tensor(0).data, copy=True)
+Outputs = tuple[NDArray[np.float32], ...]
+
+
+def _outputs(request: Any) -> Outputs:
+    """Views of all output tensors of a finished request: valid until it runs again."""
+    return tuple(request.get_output_tensor(i).data for i in range(len(request.model_outputs)))
+
+
+def infer_one(request: Any, image: NDArray[np.uint8]) -> Outputs:
+    """Synchronous inference on one BGR frame with an infer request → views of its outputs,
+    valid until the request runs again."""
+    np.copyto(request.get_input_tensor(0).data, image)
+    request.infer()
+    return _outputs(request)
 
 
 def infer_stream(
@@ -259,12 +290,13 @@ def infer_stream(
     items: Iterable[T],
     image_of: Callable[[T], NDArray[np.uint8]],
     in_flight: int,
-) -> Iterator[tuple[T, NDArray[np.float32]]]:
+) -> Iterator[tuple[T, Outputs]]:
     """Run `image_of(item)` (1, H, W, 3) through `in_flight` async requests of `compiled_for((H, W))`;
-    yield (item, output copy) in input order.
+    yield (item, outputs) in input order. The outputs are views into the request, valid until the
+    next item is pulled (use them, or copy them, before that: this saves a copy per frame).
 
-    No Python completion callback: the caller's thread waits for the oldest request, copies its
-    output and reuses it, so inference errors surface here. (A Python callback, as with
+    No Python completion callback: the caller's thread waits for the oldest request, reads its
+    outputs and reuses it, so inference errors surface here. (A Python callback, as with
     AsyncInferQueue.set_callback, made interpreter exit hang: OpenVINO's executor thread waited for
     the GIL while the main thread, holding it, joined that thread in ~CompiledModel.)
     When the frame size changes, the requests in flight are drained before the model for the new
@@ -275,12 +307,11 @@ def infer_stream(
     requests_hw: tuple[int, int] | None = None
     failure: Exception | None = None
 
-    def finish_oldest() -> tuple[T, NDArray[np.float32]]:
+    def finish_oldest() -> tuple[T, Outputs]:
         item, request = pending.popleft()
         request.wait()  # releases the GIL; raises here if the inference failed
-        output = np.array(request.get_output_tensor(0).data, copy=True)
-        free.append(request)
-        return item, output
+        free.append(request)  # reused only by a start_async after the caller pulls the next item
+        return item, _outputs(request)
 
     source = iter(items)
     try:
@@ -303,9 +334,11 @@ def infer_stream(
             if not free:
                 yield finish_oldest()
             request = free.pop()
-            # share_inputs=False costs one frame copy; sharing the frame's memory corrupted other
-            # requests' results (OpenVINO 2026.4 CPU, caught by tests/test_detect.py)
-            request.start_async({0: image}, share_inputs=False)
+            # Copy the frame into the request's own input tensor: start_async({0: image}) took ~0.7 ms
+            # per frame of main-thread CPU (a new tensor bound each time), this ~0.05 ms. Sharing
+            # the frame's memory instead corrupted other requests' results (OpenVINO 2026.4 CPU).
+            np.copyto(request.get_input_tensor(0).data, image)
+            request.start_async()
             pending.append((item, request))
             while pending and pending[0][1].wait_for(0):  # deliver what is already done
                 yield finish_oldest()
