@@ -247,7 +247,8 @@ def bench_command(args: argparse.Namespace) -> int:
         if args.coco:
             scores = coco_eval(model, Path(args.coco), pool=pool, precision=args.precision)
             print(
-                f"  COCO {int(scores['images'])} images (score 0.05, NMS 0.6, max 100): "
+                f"{model.name} ({args.precision}) COCO {int(scores['images'])} images "
+                f"(score 0.05, NMS 0.6, max 100): "
                 f"mAP@0.5:0.95 {scores['mAP']:.3f}  AP50 {scores['AP50']:.3f}"
             )
     return 0
