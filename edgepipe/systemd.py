@@ -23,6 +23,7 @@ class Notifier:
         self.address = _socket_address(env.get("NOTIFY_SOCKET", ""))
         self.watchdog_interval_s = _watchdog_interval_s(env)
         self._last_watchdog = float("-inf")
+        self.dropped = 0  # messages not sent because the receiver's queue was full
         self._sock: socket.socket | None = None
         if self.address is not None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
@@ -36,7 +37,13 @@ class Notifier:
         if self._sock is None or self.address is None:
             return False
         try:
-            self._sock.sendto(message.encode(), self.address)
+            # Never block the frame loop: a receiver that does not read (its queue holds only
+            # net.unix.max_dgram_qlen datagrams) would otherwise stall the pipeline in sendto.
+            self._sock.sendto(message.encode(), socket.MSG_DONTWAIT, self.address)
+        except BlockingIOError:
+            self.dropped += 1
+            log.debug("sd_notify queue at %r is full; dropped %r", self.address, message.split("=", 1)[0])
+            return False
         except OSError as error:
             # A missing notify socket must never stop the pipeline; systemd will notice on its own.
             log.warning("sd_notify to %r failed: %s", self.address, error)

@@ -139,6 +139,7 @@ def test_sigterm_mid_run_exits_cleanly_with_every_event_flushed(
         ):
             time.sleep(0.2)
         listener.wait_for(r"STATUS=demo: \d+ frames", timeout_s=10)
+        listener.drain()  # like systemd, read what is queued, so STOPPING=1 finds room
         sent_at = time.monotonic()
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)

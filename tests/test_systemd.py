@@ -39,6 +39,17 @@ def test_messages_arrive_in_order(notify_socket: tuple[socket.socket, str]) -> N
     assert received == ["READY=1\nSTATUS=door: running", "WATCHDOG=1", "STATUS=fps 9.8", "STOPPING=1"]
 
 
+def test_a_receiver_that_does_not_read_never_blocks_the_sender(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    _, path = notify_socket  # nobody reads: the datagram queue fills up after a few messages
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    results = [notifier.status(f"frame {i}") for i in range(2000)]
+    assert results[0] is True
+    assert results[-1] is False  # dropped, not blocked: this line is reached at all
+    assert notifier.dropped == results.count(False) > 0
+
+
 def test_abstract_namespace_socket() -> None:
     name = f"edgepipe-test-{uuid.uuid4().hex}"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
