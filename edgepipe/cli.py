@@ -105,7 +105,9 @@ def _cmd_track(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- bench (issues 3, 7)
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("bench", help="benchmarks: speed as ratios against a baseline measured in the same run")
+    p = sub.add_parser(
+        "bench", help="benchmarks: speed as ratios against a baseline measured in the same run"
+    )
     what = p.add_subparsers(dest="bench_target", required=True, metavar="{tracker,detector}")
     _add_bench_tracker(what)
     _add_bench_detector(what)
@@ -135,13 +137,21 @@ def _cmd_bench_tracker(args: argparse.Namespace) -> int:
 def _add_bench_detector(what: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = what.add_parser("detector", help="detector FPS against OpenVINO's own throughput; COCO mAP")
     p.add_argument("--model", action="append", metavar="M", help="model file; repeat for several (--coco)")
-    p.add_argument("--video", metavar="V", help="video for the speed runs (default ../shared/data/video/vtest.mp4)")
-    p.add_argument("--frames", type=int, default=200, metavar="N", help="frames per speed round (default 200)")
-    p.add_argument("--rounds", type=int, default=3, metavar="N", help="alternating limit/stage rounds (default 3)")
+    p.add_argument(
+        "--video", metavar="V", help="video for the speed runs (default ../shared/data/video/vtest.mp4)"
+    )
+    p.add_argument(
+        "--frames", type=int, default=200, metavar="N", help="frames per speed round (default 200)"
+    )
+    p.add_argument(
+        "--rounds", type=int, default=3, metavar="N", help="alternating limit/stage rounds (default 3)"
+    )
     p.add_argument("--precision", default="auto", choices=("auto", "f32", "bf16", "f16"))
     p.add_argument("--hint", default="throughput", choices=("throughput", "latency"))
     p.add_argument("--in-flight", type=int, metavar="N", help="requests in flight (default: optimal + 1)")
-    p.add_argument("--coco", metavar="DIR", help="also evaluate mAP on a COCO folder (e.g. ../shared/data/coco)")
+    p.add_argument(
+        "--coco", metavar="DIR", help="also evaluate mAP on a COCO folder (e.g. ../shared/data/coco)"
+    )
     p.add_argument("--no-speed", action="store_true", help="skip the speed runs (with --coco)")
     p.set_defaults(handler=_cmd_bench_detector)
 
@@ -160,7 +170,9 @@ def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     lst.set_defaults(handler=_cmd_models_list)
     fetch = what.add_parser("fetch", help="copy or download a model, verify its sha256, place it in models/")
     fetch.add_argument("name")
-    fetch.add_argument("--from", dest="from_dir", metavar="DIR", help="copy from this folder instead of downloading")
+    fetch.add_argument(
+        "--from", dest="from_dir", metavar="DIR", help="copy from this folder instead of downloading"
+    )
     fetch.add_argument("--dest", metavar="DIR", help="target folder (default: models/ of this checkout)")
     fetch.set_defaults(handler=_cmd_models_fetch)
 
