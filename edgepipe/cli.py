@@ -31,7 +31,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from edgepipe.pipeline import run_command
+    from edgepipe.commands import run_command
 
     return run_command(args)
 
@@ -44,7 +44,7 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from edgepipe.pipeline import check_command
+    from edgepipe.commands import check_command
 
     return check_command(args)
 
