@@ -7,7 +7,6 @@ a bare state dict, and a BN-folded official-format ONNX file (weights taken from
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -23,14 +22,6 @@ PREFIXES = ("avg_model.", "model.")  # preferred first: the EMA weights are the 
 TRAINING_ONLY = ("aux_fpn.", "aux_head.")  # NanoDet-Plus AGM, unused at inference
 # Constant buffers holding linspace(0, reg_max): the head computes nothing from them at export.
 PROJECT_BUFFERS = ("head.distribution_project.project", "head.project")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: Path) -> tuple[dict[str, Tensor], str]:

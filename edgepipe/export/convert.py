@@ -82,8 +82,9 @@ def export(request: ExportRequest) -> ExportResult:
     """Run the whole export; raises ModelError (nothing written) when a parity check fails."""
     import torch
 
-    from edgepipe.export.checkpoint import load_weights, sha256_of
+    from edgepipe.export.checkpoint import load_weights
     from edgepipe.export.model import NanoDetPlus, randomize
+    from edgepipe.models import sha256_of
 
     _check_request(request)
     images = read_images(request.verify_dir, "--verify-images")
