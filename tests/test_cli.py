@@ -75,3 +75,21 @@ def test_check_reports_an_unknown_class_and_an_unreachable_source(tmp_path: Path
     assert result.returncode == 2
     assert "unknown class name(s) persn; valid names: person, bicycle" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_closed_pipe_is_not_a_traceback(shared_data: Path) -> None:
+    # more output than a pipe buffer holds, so the writer must meet the closed pipe
+    detections = shared_data / "mot15" / "Venice-2" / "det" / "det.txt"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgepipe", "track", "--mot", str(detections)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    process.stdout.close()  # like `| head -1`
+    _, stderr = process.communicate(timeout=60)
+    assert first.startswith("1,1,")
+    assert "Traceback" not in stderr
+    assert process.returncode == 141
