@@ -59,7 +59,7 @@ def test_check_accepts_the_bundled_pipelines() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "pipelines/demo.yml: ok (demo: 2 rules, model nanodet-plus-m_416_fp16.xml)",
-        "pipelines/door.yml: ok (door: 2 rules, model nanodet-plus-m_416_fp16.xml)",
+        "pipelines/door.yml: ok (door: 3 rules, model nanodet-plus-m_416_fp16.xml)",
     ]
 
 

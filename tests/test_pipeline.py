@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "models" / "nanodet-plus-m_320_fp16.xml"
@@ -113,3 +114,30 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path, shared_data: Path) -> N
     assert "demo: 60 frames in" in text
     piped = run(str(config), "--max-frames", "60")
     assert "frames " not in piped.stderr.split("demo: 60 frames in")[0]  # no bar when not a terminal
+
+
+@pytest.mark.slow
+def test_door_counts_each_person_in_at_the_entry_and_out_at_the_exit(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """pipelines/door.yml on its video: six people come in one by one, stop at the table, leave."""
+    config = yaml.safe_load((REPO / "pipelines" / "door.yml").read_text())
+    config["source"]["path"] = str(shared_data / "video" / "one-by-one-person-detection.mp4")
+    config["detector"]["model"] = str(REPO / "models" / "nanodet-plus-m_416_fp16.xml")
+    config["detector"]["precision"] = "f32"
+    events_path = tmp_path / "events.jsonl"
+    config["outputs"] = {"jsonl": {"path": str(events_path)}}  # the same rules, no broker
+    path = tmp_path / "door.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = run(str(path))
+    assert result.returncode == 0, result.stderr
+    crossings = [
+        e for e in map(json.loads, events_path.read_text().splitlines()) if e["type"] == "line_cross"
+    ]
+    by_track: dict[int, list[tuple[str, str]]] = {}
+    for event in crossings:
+        by_track.setdefault(event["track_id"], []).append((event["rule"], event["direction"]))
+    assert len(by_track) == 6, by_track
+    assert all(moves == [("entry", "in"), ("exit", "out")] for moves in by_track.values()), by_track
+    assert "door: entry: in 6, out 0" in result.stderr
+    assert "door: exit: in 0, out 6" in result.stderr
