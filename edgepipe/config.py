@@ -266,6 +266,9 @@ class MqttConfig(Model):
     password_env: str | None = Field(None, description="environment variable holding the password")
     tls: TlsConfig | None = None
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    home_assistant_discovery: bool = Field(
+        False, description="publish retained Home Assistant discovery configs: one sensor per rule count"
+    )
 
     @model_validator(mode="before")
     @classmethod

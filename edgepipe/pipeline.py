@@ -31,6 +31,7 @@ from edgepipe.detect import Detector, ModelPool
 from edgepipe.errors import ConfigError
 from edgepipe.metrics import Metrics, log_line
 from edgepipe.publish import FanoutPublisher, Publisher
+from edgepipe.publish.discovery import discovery_messages
 from edgepipe.publish.jsonl import JsonlSink
 from edgepipe.publish.mqtt import MqttPublisher
 from edgepipe.rules import LineCrossing, Rules, Zone
@@ -208,7 +209,7 @@ def build(
         detector,
         tracker,
         rules,
-        _build_publisher(cfg, events_path),
+        _build_publisher(cfg, events_path, rules.counts()),
         max_frames=max_frames,
         status_interval_s=cfg.status_interval_s,
     )
@@ -299,7 +300,9 @@ def _default_state_dir() -> Path:
     return Path(os.environ.get("STATE_DIRECTORY", "state"))
 
 
-def _build_publisher(cfg: PipelineConfig, events_path: str | None) -> Publisher:
+def _build_publisher(
+    cfg: PipelineConfig, events_path: str | None, counts: dict[str, dict[str, int]]
+) -> Publisher:
     publishers: list[Publisher] = []
     mqtt = cfg.outputs.mqtt
     if mqtt is not None:
@@ -325,6 +328,13 @@ def _build_publisher(cfg: PipelineConfig, events_path: str | None) -> Publisher:
                 outbox_path=outbox_path,
                 outbox_max_messages=mqtt.outbox.max_messages,
                 outbox_max_age_s=mqtt.outbox.max_age_s,
+                discovery=discovery_messages(
+                    cfg.name,
+                    {rule: list(keys) for rule, keys in counts.items()},
+                    topic_prefix=mqtt.topic_prefix,
+                )
+                if mqtt.home_assistant_discovery
+                else (),
             )
         )
     if cfg.outputs.jsonl is not None:

@@ -250,3 +250,32 @@ def test_bad_ca_file_is_one_error_line_before_any_frame(
     assert run.returncode == 1
     assert f"edgepipe: error: MQTT tls.ca_file {ca} is not a PEM CA certificate" in out
     assert "Traceback" not in out
+
+
+def test_home_assistant_discovery_announces_one_sensor_per_rule_count(
+    mosquitto: Callable[..., Broker], subscribe: Callable[..., Subscriber], tmp_path: Path, video: Path
+) -> None:
+    broker = mosquitto()
+    config = write_config(
+        tmp_path, video, broker, realtime=False, mqtt_extra="    home_assistant_discovery: true\n"
+    )
+    run = edgepipe_run(config, tmp_path / "events.jsonl", max_frames=5)
+    out = run.communicate(timeout=120)[0].decode()
+    assert run.returncode == 0, out[-3000:]
+    # retained: a subscriber that comes later still finds every sensor
+    listener = subscribe(broker, "homeassistant/#")
+    expected = {
+        f"homeassistant/sensor/edgepipe_vtest_{rule}_{key}/config"
+        for rule, keys in (
+            ("crossing", ("in", "out")),
+            ("lawn", ("occupancy", "enter", "exit")),
+            ("scene", ("occupancy", "enter", "exit")),
+        )
+        for key in keys
+    }
+    assert listener.wait_for(lambda s: {t for t, _, _ in s.messages} >= expected, timeout_s=10)
+    config_of = {t: json.loads(p) for t, p, _ in listener.messages}
+    door_in = config_of["homeassistant/sensor/edgepipe_vtest_crossing_in/config"]
+    assert door_in["state_topic"] == "edgepipe/vtest/counts"
+    assert door_in["value_template"] == '{{ value_json["crossing"]["in"] }}'
+    assert door_in["availability_topic"] == "edgepipe/vtest/status"
