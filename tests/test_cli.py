@@ -93,3 +93,18 @@ def test_a_closed_pipe_is_not_a_traceback(shared_data: Path) -> None:
     assert first.startswith("1,1,")
     assert "Traceback" not in stderr
     assert process.returncode == 141
+
+
+def test_readme_quick_start_fetches_the_model_the_demo_uses() -> None:
+    """The README's one-line quick start stays true: the model it fetches is the one demo.yml runs."""
+    from edgepipe.config import load_pipeline
+    from edgepipe.models import load_manifest
+
+    readme = (REPO / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith("python3 -m venv .venv && "))
+    fetched = command.split("models fetch ")[1].split()[0]
+    assert command.endswith("edgepipe run pipelines/demo.yml")
+    _, entries = load_manifest()
+    assert load_pipeline(REPO / "pipelines" / "demo.yml").detector.model.resolve() == (
+        REPO / "models" / entries[fetched].model_file
+    )
