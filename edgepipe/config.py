@@ -121,7 +121,7 @@ class DetectorConfig(Model):
     in_flight: int | None = Field(
         None, ge=1, le=16, description="inference requests in flight (default: measured)"
     )
-    threshold: float = Field(0.4, ge=0, le=1, description="minimum class score")
+    threshold: float = Field(0.4, ge=0, lt=1, description="minimum class score")
     nms_iou: float = Field(
         0.5, gt=0, le=1, description="IoU above which a lower-scored box of the same class is dropped"
     )
