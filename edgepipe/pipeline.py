@@ -108,7 +108,10 @@ class Pipeline:
             with self.source:
                 if self.on_ready is not None:
                     self.on_ready()
-                for frame, detections in self.detector.stream(self._feed(entered)):
+                frame_waiting = self.source.frame_waiting if self.source.is_live else None
+                for frame, detections in self.detector.stream(
+                    self._feed(entered), frame_waiting=frame_waiting
+                ):
                     t_detected = time.perf_counter()
                     self.metrics.record("detect", t_detected - entered.pop(frame.index, t_detected))
                     tracks = self.tracker.update(detections, frame_index=frame.index)

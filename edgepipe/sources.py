@@ -64,6 +64,10 @@ class _LatestBox:
         with self._cond:
             self._cond.notify_all()
 
+    def has_frame(self) -> bool:
+        """Whether a frame waits to be taken (a hint: the writer may add one right after)."""
+        return self._frame is not None
+
     def take(self, stopped: threading.Event, on_idle: Callable[[], object] | None = None) -> Frame | None:
         with self._cond:
             while self._frame is None and not self._closed and not stopped.is_set():
@@ -111,6 +115,12 @@ class Source:
     def stop(self) -> None:
         """End iteration promptly; safe from any thread and from a signal handler."""
         self._stopped.set()
+
+    def frame_waiting(self) -> bool:
+        """Whether the next frame is already there, so that taking it would not block. A file always
+        has its next frame; a live source only once the camera delivered it."""
+        box: _LatestBox | None = getattr(self, "_box", None)
+        return True if box is None or not self.is_live else box.has_frame()
 
     def _set_state(self, state: str, reason: str = "") -> None:
         with self._state_lock:

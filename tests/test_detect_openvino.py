@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,27 @@ def test_stream_yields_in_input_order_and_reraises_on_the_callers_thread(
         for item, _ in infer_stream(compiled, items, failing, in_flight=3):
             seen.append(item[0])
     assert seen == [0, 1, 2, 3, 4]  # the ones before the bad item are delivered, in order
+
+
+def test_stream_delivers_each_result_before_waiting_for_a_live_frame(pool: ModelPool, tmp_path: Path) -> None:
+    """A camera faster than the detector: no frame is waiting, so each result comes out before the
+    next frame is taken (without frame_waiting, up to four frames could be taken first)."""
+    model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
+    plain = Preprocess(layout="NCHW", normalize=True)
+    compiled = pool.compile(
+        model, plain, (8, 8), device="CPU", precision="f32", performance_hint="throughput"
+    )
+    log: list[str] = []
+
+    def frames() -> Iterator[int]:
+        for value in range(4):
+            log.append(f"take {value}")
+            yield value
+
+    def image_of(value: int) -> np.ndarray:
+        return check_image(np.full((8, 8, 3), value, np.uint8), f"item {value}")
+
+    for value, outputs in infer_stream(lambda hw: compiled, frames(), image_of, 4, lambda: False):
+        assert outputs[0][0, 0] == pytest.approx(value, abs=1e-4)
+        log.append(f"result {value}")
+    assert log == ["take 0", "result 0", "take 1", "result 1", "take 2", "result 2", "take 3", "result 3"]

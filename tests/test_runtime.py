@@ -260,7 +260,7 @@ class SlowDetector:
     def __init__(self, period_s: float) -> None:
         self.period_s = period_s
 
-    def stream(self, frames: Any) -> Iterator[tuple[Frame, Detections]]:
+    def stream(self, frames: Any, *, frame_waiting: Any = None) -> Iterator[tuple[Frame, Detections]]:
         for frame in frames:
             time.sleep(self.period_s)
             yield frame, Detections.empty()

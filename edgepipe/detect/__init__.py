@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,12 +108,20 @@ class Detector:
             self._sync = (frame_hw, self.compiled_for(frame_hw).create_infer_request())
         return self._postprocess(infer_one(self._sync[1], image), frame_hw)
 
-    def stream(self, frames: Iterable[Frame]) -> Iterator[tuple[Frame, Detections]]:
+    def stream(
+        self, frames: Iterable[Frame], *, frame_waiting: Callable[[], bool] | None = None
+    ) -> Iterator[tuple[Frame, Detections]]:
         """(frame, Detections) in frame order, with `in_flight` inference requests kept busy.
 
-        Frames may change size; each new size compiles the model once more (then cached)."""
+        Frames may change size; each new size compiles the model once more (then cached). For a
+        live source pass its `frame_waiting`: a result is then delivered as soon as it is ready
+        instead of when the next frame arrives (see `infer_stream`)."""
         outputs = infer_stream(
-            self.compiled_for, frames, lambda f: check_image(f.image, f"frame {f.index}"), self.in_flight
+            self.compiled_for,
+            frames,
+            lambda f: check_image(f.image, f"frame {f.index}"),
+            self.in_flight,
+            frame_waiting,
         )
         for frame, (raw, best_score) in outputs:
             yield frame, self._postprocess((raw, best_score), frame.image.shape[:2])

@@ -290,6 +290,7 @@ def infer_stream(
     items: Iterable[T],
     image_of: Callable[[T], NDArray[np.uint8]],
     in_flight: int,
+    frame_waiting: Callable[[], bool] | None = None,
 ) -> Iterator[tuple[T, Outputs]]:
     """Run `image_of(item)` (1, H, W, 3) through `in_flight` async requests of `compiled_for((H, W))`;
     yield (item, outputs) in input order. The outputs are views into the request, valid until the
@@ -301,7 +302,12 @@ def infer_stream(
     the GIL while the main thread, holding it, joined that thread in ~CompiledModel.)
     When the frame size changes, the requests in flight are drained before the model for the new
     size takes over. When `items` ends, or `items`/`image_of` raise, the requests in flight are
-    drained and their results yielded first (then the error is raised)."""
+    drained and their results yielded first (then the error is raised).
+
+    `frame_waiting` (live sources): while it says the next item is not there yet, the oldest
+    request is finished and yielded instead of blocking in next(items) with a result ready, so a
+    camera faster than the detector costs no extra frame of latency; when frames are always
+    waiting (a detector slower than the camera, or a file) requests stay pipelined."""
     pending: deque[tuple[T, Any]] = deque()  # (item, request), oldest first
     free: list[Any] = []
     requests_hw: tuple[int, int] | None = None
@@ -341,6 +347,8 @@ def infer_stream(
             request.start_async()
             pending.append((item, request))
             while pending and pending[0][1].wait_for(0):  # deliver what is already done
+                yield finish_oldest()
+            while pending and frame_waiting is not None and not frame_waiting():
                 yield finish_oldest()
         while pending:
             yield finish_oldest()
