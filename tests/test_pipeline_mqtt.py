@@ -109,7 +109,9 @@ def outbox_rows(path: Path) -> int:
 def video(shared_data: Path) -> Path:
     path = shared_data / "video" / "vtest.mp4"
     if not MODEL.exists():
-        pytest.fail(f"{MODEL} is missing: run `edgepipe models fetch nanodet-plus-m-320 --from ../shared/models` (see models/README.md)")
+        pytest.fail(
+            f"{MODEL} is missing: run `edgepipe models fetch nanodet-plus-m-320 --from ../shared/models` (see models/README.md)"
+        )
     return path
 
 
