@@ -57,7 +57,57 @@ class Rule(Protocol):
     def close(self, frame: Frame | None) -> list[Event]: ...
 
 
-class LineCrossing:
+class _TrackRule:
+    """What every rule shares: its name and pipeline for events, the labels, which point of a box
+    it tests, the hysteresis band and the classes it watches."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        pipeline: str,
+        labels: Sequence[str],
+        reference_point: ReferencePoint,
+        hysteresis_px: float,
+        class_ids: Collection[int] | None,
+    ) -> None:
+        if hysteresis_px < 0:
+            raise ConfigError(f"rule {name!r}: hysteresis_px must be >= 0, not {hysteresis_px}")
+        self.name = name
+        self.pipeline = pipeline
+        self.labels = list(labels)
+        self.reference_point: ReferencePoint = reference_point
+        self.hysteresis_px = float(hysteresis_px)
+        self.class_ids = None if class_ids is None else frozenset(int(c) for c in class_ids)
+
+    def _event(
+        self,
+        kind: str,
+        track_id: int,
+        class_id: int,
+        score: float,
+        bbox: tuple[float, float, float, float],
+        frame: Frame,
+        *,
+        direction: str | None = None,
+        dwell_s: float | None = None,
+    ) -> Event:
+        return Event(
+            type=kind,
+            pipeline=self.pipeline,
+            rule=self.name,
+            track_id=track_id,
+            label=_label(self.labels, class_id),
+            score=score,
+            bbox=bbox,
+            frame=frame.index,
+            ts=frame.timestamp,
+            direction=direction,
+            dwell_s=None if dwell_s is None else round(max(dwell_s, 0.0), 3),
+        )
+
+
+class LineCrossing(_TrackRule):
     """A directed segment start→end; a track's reference point crossing it gives one `line_cross`.
 
     `in_side` is the side of start→end, as seen on screen (y down), that counts as "in": for a
@@ -90,15 +140,15 @@ class LineCrossing:
             raise ConfigError(f"rule {name!r}: start and end are the same point; draw a line of some length")
         if in_side not in ("left", "right"):
             raise ConfigError(f"rule {name!r}: in_side must be 'left' or 'right', not {in_side!r}")
-        if hysteresis_px < 0:
-            raise ConfigError(f"rule {name!r}: hysteresis_px must be >= 0, not {hysteresis_px}")
-        self.name = name
-        self.pipeline = pipeline
-        self.labels = list(labels)
+        super().__init__(
+            name,
+            pipeline=pipeline,
+            labels=labels,
+            reference_point=reference_point,
+            hysteresis_px=hysteresis_px,
+            class_ids=class_ids,
+        )
         self.in_sign = 1 if in_side == "right" else -1
-        self.reference_point: ReferencePoint = reference_point
-        self.hysteresis_px = float(hysteresis_px)
-        self.class_ids = None if class_ids is None else frozenset(int(c) for c in class_ids)
         self._side: dict[int, int] = {}  # track id → +1 right / -1 left: last side beyond the band
         self._in = 0
         self._out = 0
@@ -129,16 +179,13 @@ class LineCrossing:
             else:
                 self._out += 1
             events.append(
-                Event(
-                    type="line_cross",
-                    pipeline=self.pipeline,
-                    rule=self.name,
-                    track_id=track_id,
-                    label=_label(self.labels, int(tracks.class_id[row])),
-                    score=float(tracks.score[row]),
-                    bbox=_bbox(tracks.xyxy[row]),
-                    frame=frame.index,
-                    ts=frame.timestamp,
+                self._event(
+                    "line_cross",
+                    track_id,
+                    int(tracks.class_id[row]),
+                    float(tracks.score[row]),
+                    _bbox(tracks.xyxy[row]),
+                    frame,
                     direction=direction,
                 )
             )
@@ -164,7 +211,7 @@ class _Inside:
     bbox: tuple[float, float, float, float]
 
 
-class Zone:
+class Zone(_TrackRule):
     """A polygon (concave allowed); `zone_enter`, `zone_exit` with `dwell_s`, optional `zone_loiter`.
 
     A track enters when its reference point is inside by more than `hysteresis_px` from the
@@ -193,15 +240,15 @@ class Zone:
             raise ConfigError(f"rule {name!r}: polygon needs at least 3 [x, y] points")
         if loiter_s is not None and loiter_s <= 0:
             raise ConfigError(f"rule {name!r}: loiter_s must be > 0, not {loiter_s}")
-        if hysteresis_px < 0:
-            raise ConfigError(f"rule {name!r}: hysteresis_px must be >= 0, not {hysteresis_px}")
-        self.name = name
-        self.pipeline = pipeline
-        self.labels = list(labels)
-        self.reference_point: ReferencePoint = reference_point
+        super().__init__(
+            name,
+            pipeline=pipeline,
+            labels=labels,
+            reference_point=reference_point,
+            hysteresis_px=hysteresis_px,
+            class_ids=class_ids,
+        )
         self.loiter_s = loiter_s
-        self.hysteresis_px = float(hysteresis_px)
-        self.class_ids = None if class_ids is None else frozenset(int(c) for c in class_ids)
         self._inside: dict[int, _Inside] = {}
         self._enter = 0
         self._exit = 0
@@ -223,7 +270,7 @@ class Zone:
                 if is_clear and is_inside:
                     state = self._inside[track_id] = _Inside(now, False, *look)
                     self._enter += 1
-                    events.append(self._event("zone_enter", track_id, state, frame, None))
+                    events.append(self._visit_event("zone_enter", track_id, state, frame, None))
                 continue  # outside, or in the band without having been inside: nothing to do
             state.class_id, state.score, state.bbox = look
             if is_clear and not is_inside:
@@ -232,7 +279,7 @@ class Zone:
             if self.loiter_s is not None and not state.loitered and now - state.entered_s >= self.loiter_s:
                 state.loitered = True
                 self._loiter += 1
-                events.append(self._event("zone_loiter", track_id, state, frame, now - state.entered_s))
+                events.append(self._visit_event("zone_loiter", track_id, state, frame, now - state.entered_s))
         for track_id in tracks.ended.tolist():
             if track_id in self._inside:
                 events.append(self._exit_event(track_id, frame, now))
@@ -257,21 +304,12 @@ class Zone:
     def _exit_event(self, track_id: int, frame: Frame, now: float) -> Event:
         state = self._inside.pop(track_id)
         self._exit += 1
-        return self._event("zone_exit", track_id, state, frame, now - state.entered_s)
+        return self._visit_event("zone_exit", track_id, state, frame, now - state.entered_s)
 
-    def _event(self, kind: str, track_id: int, state: _Inside, frame: Frame, dwell_s: float | None) -> Event:
-        return Event(
-            type=kind,
-            pipeline=self.pipeline,
-            rule=self.name,
-            track_id=track_id,
-            label=_label(self.labels, state.class_id),
-            score=state.score,
-            bbox=state.bbox,
-            frame=frame.index,
-            ts=frame.timestamp,
-            dwell_s=None if dwell_s is None else round(max(dwell_s, 0.0), 3),
-        )
+    def _visit_event(
+        self, kind: str, track_id: int, state: _Inside, frame: Frame, dwell_s: float | None
+    ) -> Event:
+        return self._event(kind, track_id, state.class_id, state.score, state.bbox, frame, dwell_s=dwell_s)
 
 
 class Rules:
