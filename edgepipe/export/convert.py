@@ -340,10 +340,11 @@ def _move_into_place(work: Path, out_dir: Path) -> list[Path]:
 
 def read_labels(path: Path | None, default: Sequence[str]) -> tuple[str, ...]:
     """One label per line (blank lines skipped); `default` when no file is given."""
+    from edgepipe.models import read_labels as read_label_file
+
     if path is None:
         return tuple(default)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"--labels {path}: cannot read it: {error.strerror}") from None
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+        return read_label_file(path)
+    except ModelError as error:
+        raise ConfigError(f"--labels {path}: {error}") from None
