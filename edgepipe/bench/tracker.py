@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -139,23 +139,20 @@ def time_per_frame(frames: list[Detections], params: SortParams, skip: int = 0) 
     run untimed). CPU time of this thread (`time.thread_time`): other processes on a shared
     machine then slow neither side down."""
     ours = SortTracker(params.max_age, params.min_hits, params.iou_threshold)
-    for detections in frames[:skip]:
-        ours.update(detections)
-    start = time.thread_time()
-    for detections in frames[skip:]:
-        ours.update(detections)
-    ours_s = time.thread_time() - start
-
-    peer = _peer(params)
-    theirs = _as_supervision(frames)
-    for sv_detections in theirs[:skip]:
-        peer.update(sv_detections)
-    start = time.thread_time()
-    for sv_detections in theirs[skip:]:
-        peer.update(sv_detections)
-    peer_s = time.thread_time() - start
+    ours_s = _timed_updates(ours.update, frames, skip)
+    peer_s = _timed_updates(_peer(params).update, _as_supervision(frames), skip)
     count = max(len(frames) - skip, 1)
     return ours_s / count, peer_s / count
+
+
+def _timed_updates(update: Callable[[Any], object], frames: list[Any], skip: int) -> float:
+    """Thread CPU seconds of update(frame) over frames[skip:], after frames[:skip] untimed."""
+    for frame in frames[:skip]:
+        update(frame)
+    start = time.thread_time()
+    for frame in frames[skip:]:
+        update(frame)
+    return time.thread_time() - start
 
 
 def synthetic_frames(targets: int, frames: int, seed: int = 0) -> list[Detections]:
