@@ -290,9 +290,13 @@ def test_wrong_password_is_a_clear_error_and_never_logged(
     mosquitto: Callable[..., Broker], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     broker = mosquitto(users={"edge": "right-horse-battery"})
+    # The event is queued before the publisher exists: a publish() after construction races the
+    # broker's refusal, and the error line would then say "0 queued" or "1 queued" by chance.
+    backlog = Outbox(tmp_path / "outbox.sqlite")
+    backlog.put(EVENTS, json.dumps(event(1).to_dict()).encode(), qos=1, retain=False)
+    backlog.close()
     with caplog.at_level(logging.INFO, logger="edgepipe.publish"):
         pub = publisher(broker, tmp_path, username="edge", password="wrong-staple-42")
-        pub.publish(event(1))
         deadline = time.monotonic() + 10
         while pub.connect_failures < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
