@@ -309,7 +309,8 @@ def test_rtsp_survives_server_restarts_without_thread_leak(rtsp_server_fn: RtspS
     consumer.join(timeout=5.0)
     assert not consumer.is_alive()
     assert threading.active_count() == baseline
-    assert source.reconnects == 5
+    # at least one per kill; an attempt that meets the restarted server before it serves counts too
+    assert source.reconnects >= 5
     assert frames_seen == sorted(set(frames_seen))  # the frame counter kept rising across reconnects
     assert frames_seen[-1] + 1 >= source.frames_read - 1
 
