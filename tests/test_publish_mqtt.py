@@ -73,6 +73,10 @@ def test_events_counts_and_status_reach_a_subscriber_exactly(
     pub.publish_status({"fps": 12.5, "frames": 100})
     assert sub.wait_for(lambda s: any("fps" in p for p in s.payloads(STATUS)))
     assert pub.connected
+    # the subscriber can see a message before the publisher's sender thread has taken its PUBACK
+    deadline = time.monotonic() + 10
+    while pub.delivered < 21 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert (pub.delivered, pub.outbox_depth) == (21, 0)
     pub.close()
     assert sub.wait_for(lambda s: s.payloads(STATUS)[-1]["state"] == "offline")

@@ -386,6 +386,8 @@ class MqttPublisher:
             if sent is None:
                 continue  # a status message, published directly
             row_id, topic = sent
+            # Gone from the outbox before it is counted: whoever reads `delivered` sees the depth agree.
+            self._outbox.ack(row_id)
             if reason_code is not None and reason_code.is_failure:
                 # Sending it again would be refused again (e.g. the ACL forbids the topic).
                 self.rejected += 1
@@ -397,7 +399,6 @@ class MqttPublisher:
                 )
             else:
                 self.delivered += 1
-            self._outbox.ack(row_id)
 
     def _send_pending(self) -> None:
         free = self.max_inflight - len(self._inflight)
