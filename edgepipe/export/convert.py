@@ -22,6 +22,8 @@ from numpy.typing import NDArray
 from edgepipe.errors import ConfigError, ModelError
 from edgepipe.export.arch import ARCHS, SIZES
 from edgepipe.modelcard import NANODET_MEAN_BGR, NANODET_STD_BGR, ModelCard, card_path, write_card
+from edgepipe.models import read_labels as read_label_file
+from edgepipe.models import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,6 @@ def export(request: ExportRequest) -> ExportResult:
 
     from edgepipe.export.checkpoint import load_weights
     from edgepipe.export.model import NanoDetPlus, randomize
-    from edgepipe.models import sha256_of
 
     _check_request(request)
     images = read_images(request.verify_dir, "--verify-images")
@@ -340,8 +341,6 @@ def _move_into_place(work: Path, out_dir: Path) -> list[Path]:
 
 def read_labels(path: Path | None, default: Sequence[str]) -> tuple[str, ...]:
     """One label per line (blank lines skipped); `default` when no file is given."""
-    from edgepipe.models import read_labels as read_label_file
-
     if path is None:
         return tuple(default)
     try:
