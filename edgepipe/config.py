@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -24,9 +25,12 @@ from pydantic import (
 )
 
 from edgepipe.config_errors import describe, message
-from edgepipe.errors import ConfigError
+from edgepipe.errors import ConfigError, mask_secrets
 
 Point = tuple[float, float]
+Precision = Literal["auto", "f32", "bf16", "f16"]
+PerformanceHint = Literal["throughput", "latency"]
+MODEL_SUFFIXES = (".xml", ".onnx")  # OpenVINO IR (with its .bin) or ONNX
 ReferencePointName = Literal["bottom_center", "center", "top_center"]
 
 
@@ -41,10 +45,29 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
 
 
 # ---------------------------------------------------------------- sources
+STREAM_URL_PATTERN = r"^(rtsps?|https?)://"  # the one check of a stream URL (config and --source)
+
+
+def is_stream_url(text: str) -> bool:
+    return re.match(STREAM_URL_PATTERN, text) is not None
+
+
+def parse_camera_device(device: object) -> int | str:
+    """0, "0" → 0; "/dev/video2" stays a path; anything else is a ValueError with what to write."""
+    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
+        return device
+    if isinstance(device, str):
+        if device.isdigit():
+            return int(device)
+        if re.fullmatch(r"/dev/[\w./-]+", device):
+            return device
+    raise ValueError(f"camera device {device!r}: use an index (0, 1, ...) or a path like /dev/video0")
+
+
 class FileSourceConfig(Model):
     """A video file; every frame is processed."""
 
-    type: Literal["file"]
+    type: Literal["file"] = "file"
     path: Path = Field(description="video file (relative to this YAML file)")
     loop: bool = Field(False, description="start again at the end instead of ending the run")
     realtime: bool = Field(False, description="pace frames at the file's fps, like a live camera")
@@ -61,7 +84,7 @@ class FileSourceConfig(Model):
 class ImageFolderSourceConfig(Model):
     """A folder of images, read in name order."""
 
-    type: Literal["images"]
+    type: Literal["images"] = "images"
     path: Path = Field(description="folder of .jpg/.png files (relative to this YAML file)")
     fps: float = Field(10.0, gt=0, le=1000, description="frame rate the images were taken at")
     loop: bool = False
@@ -75,30 +98,56 @@ class ImageFolderSourceConfig(Model):
         return path
 
 
-class CameraSourceConfig(Model):
-    """A USB (V4L2) camera."""
+class LiveSourceConfig(Model):
+    """Timeouts and reconnect backoff of a camera or stream."""
 
-    type: Literal["camera"]
-    device: int | str = Field(0, description="camera index or /dev/videoN")
-    width: int | None = Field(None, gt=0, le=8192)
-    height: int | None = Field(None, gt=0, le=8192)
-    fps: float | None = Field(None, gt=0, le=1000)
-    reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="first retry delay")
-    reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="retry delay cap")
-
-
-class RtspSourceConfig(Model):
-    """An RTSP or HTTP stream (OpenCV's FFmpeg backend)."""
-
-    type: Literal["rtsp"]
-    url: str = Field(pattern=r"^(rtsps?|https?)://", description="rtsp://, rtsps://, http:// or https:// URL")
-    transport: Literal["tcp", "udp"] = "tcp"
     open_timeout_s: float = Field(
         10.0, gt=0, le=300, description="give up one opening attempt after this long"
     )
     read_timeout_s: float = Field(5.0, gt=0, le=300, description="reconnect when no frame came for this long")
     reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="first retry delay")
     reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="retry delay cap")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> LiveSourceConfig:
+        if self.reconnect_initial_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_initial_s {self.reconnect_initial_s:g} must not exceed "
+                f"reconnect_max_s {self.reconnect_max_s:g}"
+            )
+        return self
+
+
+class CameraSourceConfig(LiveSourceConfig):
+    """A USB (V4L2) camera."""
+
+    type: Literal["camera"] = "camera"
+    device: int | str = Field(0, description="camera index or /dev/videoN")
+    width: int | None = Field(None, gt=0, le=8192)
+    height: int | None = Field(None, gt=0, le=8192)
+    fps: float | None = Field(None, gt=0, le=1000)
+
+    @field_validator("device", mode="before")  # before: YAML's `true` must not become camera 1
+    @classmethod
+    def _device(cls, value: Any) -> int | str:
+        return parse_camera_device(value)
+
+
+class RtspSourceConfig(LiveSourceConfig):
+    """An RTSP or HTTP stream (OpenCV's FFmpeg backend)."""
+
+    type: Literal["rtsp"] = "rtsp"
+    url: str = Field(description="rtsp://, rtsps://, http:// or https:// URL")
+    transport: Literal["tcp", "udp"] = "tcp"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not is_stream_url(value):
+            raise ValueError(
+                f"stream URL {mask_secrets(value)!r} must start with rtsp://, rtsps://, http:// or https://"
+            )
+        return value
 
 
 SourceConfig = Annotated[
@@ -113,8 +162,8 @@ class DetectorConfig(Model):
 
     model: Path = Field(description="OpenVINO IR .xml (with its .bin) or .onnx, relative to this YAML file")
     device: str = Field("CPU", pattern=r"^(CPU|GPU(\.\d+)?|NPU|AUTO(:.+)?)$", description="OpenVINO device")
-    precision: Literal["auto", "f32", "bf16", "f16"] = Field("auto", description="inference precision hint")
-    performance_hint: Literal["throughput", "latency"] = "throughput"
+    precision: Precision = Field("auto", description="inference precision hint")
+    performance_hint: PerformanceHint = "throughput"
     in_flight: int | None = Field(
         None, ge=1, le=16, description="inference requests in flight (default: measured)"
     )
@@ -133,7 +182,7 @@ class DetectorConfig(Model):
     @classmethod
     def _model_exists(cls, value: Path, info: ValidationInfo) -> Path:
         path = _resolve(value, info)
-        if path.suffix not in (".xml", ".onnx"):
+        if path.suffix not in MODEL_SUFFIXES:
             raise ValueError(f"model must be an OpenVINO .xml or an .onnx file, got {path.name}")
         if not path.is_file():
             raise ValueError(f"model file {path} does not exist (see `edgepipe models list`)")
@@ -373,10 +422,32 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
         raise ConfigError("\n".join(lines)) from None
 
 
+SectionT = TypeVar("SectionT", bound=BaseModel)
+
+
+def settings_from_options(
+    section: type[SectionT], values: Mapping[str, object], options: Mapping[str, str]
+) -> SectionT:
+    """A config section from command-line options, so that an option has the same default, bounds
+    and words as the YAML field (`options` maps a field to its flag). None values are left to the
+    section's defaults. Every problem is one ConfigError line naming the option."""
+    data = {key: value for key, value in values.items() if value is not None}
+    try:
+        return section.model_validate(data)
+    except ValidationError as error:
+        lines = []
+        for item in error.errors(include_url=False):
+            loc = tuple(item["loc"])
+            field = str(loc[0]) if loc else ""
+            shown = f" {data[field]}" if field in data and not isinstance(data[field], (list, dict)) else ""
+            lines.append(mask_secrets(f"{options.get(field, field)}{shown}: {message(item, loc, section)}"))
+        raise ConfigError("\n".join(lines)) from None
+
+
 def source_from_argument(text: str, base: PipelineConfig) -> PipelineConfig:
     """The pipeline with its source replaced by `--source PATH_OR_URL` (a path is relative to the cwd)."""
     spec: dict[str, Any]
-    if re.match(r"^(rtsps?|https?)://", text):
+    if is_stream_url(text):
         spec = {"type": "rtsp", "url": text}
     elif text.isdigit() or text.startswith("/dev/video"):
         spec = {"type": "camera", "device": int(text) if text.isdigit() else text}

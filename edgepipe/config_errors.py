@@ -18,13 +18,16 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel
 
+from edgepipe.errors import mask_secrets
+
 
 def describe(path: Path, root: yaml.Node | None, item: Any, model: type[BaseModel]) -> str:
     """One pydantic error as `FILE:LINE: field.path: message`."""
     loc: tuple[Any, ...] = tuple(item["loc"])
     yaml_loc, line = _locate(root, loc)
     field = _dotted(yaml_loc) or "(top level)"
-    return f"{path}:{line}: {field}: {message(item, yaml_loc, model)}"
+    # a URL with a password may be the value that failed: never echo the password
+    return mask_secrets(f"{path}:{line}: {field}: {message(item, yaml_loc, model)}")
 
 
 def _locate(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class EdgepipeError(Exception):
     """Base of every error that the CLI reports as one line instead of a traceback."""
@@ -25,3 +27,15 @@ class SourceError(EdgepipeError):
 
 class BrokerError(EdgepipeError):
     """The MQTT broker settings are wrong (bad CA file, refused credentials, ...)."""
+
+
+class OutputError(EdgepipeError):
+    """An output cannot be written: the events file, the MQTT outbox, an image or video to write."""
+
+
+_URL_PASSWORD = re.compile(r"(//[^:/@\s]+):[^@/\s]*@")
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***, for logs and messages."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)

@@ -1,5 +1,5 @@
-"""Box and plane geometry shared by the stages: IoU, box ↔ Kalman state, reference points,
-segments, polygons and class-aware NMS. Pure numpy, vectorised over boxes."""
+"""Box and plane geometry used by several stages: IoU, reference points, segments, polygons and
+class-aware NMS. Pure numpy, vectorised over boxes."""
 
 from __future__ import annotations
 
@@ -26,25 +26,6 @@ def box_iou(boxes_a: FloatArray, boxes_b: FloatArray) -> NDArray[np.float64]:
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(union > 0, inter / union, 0.0)
     return iou
-
-
-def xyxy_to_cxcysr(xyxy: FloatArray) -> NDArray[np.float64]:
-    """(N, 4) xyxy → (N, 4) [cx, cy, s, r]: centre, area s = w·h and aspect ratio r = w / h (SORT)."""
-    xyxy = np.asarray(xyxy, np.float64)
-    w = xyxy[:, 2] - xyxy[:, 0]
-    h = xyxy[:, 3] - xyxy[:, 1]
-    return np.stack([xyxy[:, 0] + w / 2, xyxy[:, 1] + h / 2, w * h, w / h], axis=1)
-
-
-def cxcysr_to_xyxy(cxcysr: FloatArray) -> NDArray[np.float64]:
-    """(N, 4) [cx, cy, s, r] → (N, 4) xyxy; a negative area (possible after prediction) gives w = h = 0."""
-    cxcysr = np.asarray(cxcysr, np.float64)
-    area = np.clip(cxcysr[:, 2], 0, None)
-    ratio = np.clip(cxcysr[:, 3], 1e-9, None)
-    w = np.sqrt(area * ratio)
-    h = np.divide(area, w, out=np.zeros_like(w), where=w > 0)
-    cx, cy = cxcysr[:, 0], cxcysr[:, 1]
-    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
 
 
 def reference_points(xyxy: FloatArray, where: ReferencePoint = "bottom_center") -> NDArray[np.float64]:

@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from edgepipe.sources import SOURCE_STATES
+
 MAX_SAMPLES = 2048  # per stage; at 30 fps a 10 s window needs 300
 
 
@@ -133,9 +135,6 @@ def log_line(snapshot: Mapping[str, Any]) -> str:
         if key in snapshot:
             parts.append(f"{key.replace('_', ' ')} {snapshot[key]}")
     return ", ".join(parts)
-
-
-SOURCE_STATES = ("connecting", "connected", "reconnecting", "failed", "ended")
 
 
 def prometheus_text(snapshots: Iterable[Mapping[str, Any]]) -> str:

@@ -1,14 +1,13 @@
-"""Known models (models/manifest.json) and `edgepipe models list|fetch`.
+"""The models edgepipe knows (the manifest, shipped inside the package) and how they are fetched.
 
-A fetch copies the files from a folder (`--from ../shared/models`) or downloads the official
-release, checks every sha256 against the manifest, and writes the model card beside the model.
-Files are written under a temporary name and renamed into place, so a failed fetch leaves nothing
-half-written.
+A fetch copies the files from a folder (`--from DIR`) or downloads the official release, checks
+every sha256 against the manifest, and writes the model card beside the model. Files are written
+under a temporary name and renamed into place, so a failed fetch leaves nothing half-written.
+Where they go: `--dest`, else `paths.models_directory()`.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
@@ -20,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.errors import ConfigError, ModelError
-from edgepipe.modelcard import ModelCard, card_path, write_card
+from edgepipe.modelcard import ModelCard, card_path, read_labels, write_card
+from edgepipe.paths import MODELS_ENV, models_directory
 
-REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"  # manifest.json and label files, in the wheel
 DOWNLOAD_TIMEOUT_S = 60
 
 
@@ -35,6 +35,7 @@ class ManifestEntry:
     input_size: int
     labels_file: str
     input_kind: str
+    channel_order: str
     precision: str
     model_file: str
     files: dict[str, str]  # file name → sha256
@@ -46,9 +47,9 @@ class ManifestEntry:
     note: str
 
 
-def load_manifest(models_dir: Path = REPO_MODELS) -> tuple[str, dict[str, ManifestEntry]]:
+def load_manifest() -> tuple[str, dict[str, ManifestEntry]]:
     """(default model name, entries by name)."""
-    path = models_dir / "manifest.json"
+    path = PACKAGE_DATA / "manifest.json"
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
@@ -64,6 +65,7 @@ def load_manifest(models_dir: Path = REPO_MODELS) -> tuple[str, dict[str, Manife
             input_size=int(item["input_size"]),
             labels_file=item["labels"],
             input_kind=item["input_kind"],
+            channel_order=item.get("channel_order", "bgr"),
             precision=item["precision"],
             model_file=item["model"],
             files={f["name"]: f["sha256"] for f in item["files"]},
@@ -85,12 +87,23 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_labels(path: Path) -> tuple[str, ...]:
-    try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except OSError as error:
-        raise ModelError(f"cannot read label file {path}: {error.strerror}") from None
-    return tuple(name for name in names if name)
+def get_entry(name: str) -> ManifestEntry:
+    _, entries = load_manifest()
+    if name not in entries:
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(entries)}")
+    return entries[name]
+
+
+def default_model_path() -> Path:
+    """The default model's file in the models folder; a ConfigError that says how to get it."""
+    default, entries = load_manifest()
+    path = models_directory() / entries[default].model_file
+    if not path.is_file():
+        raise ConfigError(
+            f"no --model given and the default model {path} is not there: run "
+            f"`edgepipe models fetch {default}` (folder: --dest, ${MODELS_ENV} or ./models) or pass --model"
+        )
+    return path
 
 
 def _card_for(entry: ManifestEntry, labels: tuple[str, ...], source: dict[str, str]) -> ModelCard:
@@ -99,15 +112,16 @@ def _card_for(entry: ManifestEntry, labels: tuple[str, ...], source: dict[str, s
         input_size=entry.input_size,
         labels=labels,
         input_kind="uint8_nhwc" if entry.input_kind == "uint8_nhwc" else "float_nchw",
+        channel_order="rgb" if entry.channel_order == "rgb" else "bgr",
         precision=entry.precision,
         source=source,
     )
 
 
-def fetch(entry: ManifestEntry, dest: Path, from_dir: Path | None, labels_dir: Path = REPO_MODELS) -> Path:
+def fetch(entry: ManifestEntry, dest: Path, from_dir: Path | None) -> Path:
     """Place `entry` in `dest` and return the path of its model file."""
     dest.mkdir(parents=True, exist_ok=True)
-    labels = read_labels(labels_dir / entry.labels_file)
+    labels = read_labels(PACKAGE_DATA / entry.labels_file)
     with tempfile.TemporaryDirectory(dir=dest, prefix=".fetch-") as tmp:
         staging = Path(tmp)
         if from_dir is not None:
@@ -171,26 +185,3 @@ def _onnx_to_fp16_ir(onnx_path: Path, xml_path: Path) -> None:
     except Exception as error:  # OpenVINO raises plain RuntimeError for any unreadable model
         raise ModelError(f"{onnx_path.name} is not a readable ONNX model: {error}") from None
     ov.save_model(model, str(xml_path), compress_to_fp16=True)
-
-
-# ---------------------------------------------------------------- commands
-def list_command(args: argparse.Namespace) -> int:
-    default, entries = load_manifest()
-    for entry in entries.values():
-        present = "present" if (REPO_MODELS / entry.model_file).is_file() else "not fetched"
-        mark = "*" if entry.name == default else " "
-        official = f"COCO mAP {entry.coco_map_official}" if entry.coco_map_official else "third-party"
-        print(f"{mark} {entry.name:24} {entry.input_size:4d}px {entry.precision:5} {official:16} {present}")
-    print(f"(* default; files go to {REPO_MODELS})")
-    return 0
-
-
-def fetch_command(args: argparse.Namespace) -> int:
-    _, entries = load_manifest()
-    entry = entries.get(args.name)
-    if entry is None:
-        raise ConfigError(f"unknown model {args.name!r}; known: {', '.join(entries)}")
-    dest = Path(args.dest) if args.dest else REPO_MODELS
-    model_path = fetch(entry, dest, Path(args.from_dir) if args.from_dir else None)
-    print(f"{entry.name}: {model_path} (sha256 verified, card {card_path(model_path).name})")
-    return 0

@@ -14,6 +14,7 @@ from typing import TextIO
 
 import numpy as np
 
+from edgepipe.config import TrackerConfig
 from edgepipe.errors import EdgepipeError
 from edgepipe.track import SortTracker
 from edgepipe.types import Detections, Tracks
@@ -96,14 +97,9 @@ def write_results(out: TextIO, frame: int, tracks: Tracks) -> None:
 
 
 def track_file(
-    det_path: Path | str,
-    out: TextIO,
-    max_age: int = 1,
-    min_hits: int = 3,
-    iou_threshold: float = 0.3,
-    min_score: float | None = None,
+    det_path: Path | str, out: TextIO, settings: TrackerConfig, min_score: float | None = None
 ) -> None:
-    """`edgepipe track`: SORT over a det.txt, results written to `out` in MOTChallenge format."""
-    tracker = SortTracker(max_age, min_hits, iou_threshold)
+    """`edgepipe track`: the tracker over a det.txt, results written to `out` in MOTChallenge format."""
+    tracker = SortTracker(settings.max_age, settings.min_hits, settings.iou_threshold, settings.match_classes)
     for frame, detections in read_detections(det_path, min_score).items():
         write_results(out, frame, tracker.update(detections, frame_index=frame))

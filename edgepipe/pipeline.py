@@ -1,43 +1,35 @@
-"""Build the stages of a pipeline from its config and run the frame loop.
+"""The frame loop of one pipeline, and `build()` that makes its stages from a config.
 
-    Source ──Frame──▶ Detector ──Detections──▶ SortTracker ──Tracks──▶ Rules ──Event──▶ Publisher
+    Source ──Frame──▶ Detector ──Detections──▶ Tracker ──Tracks──▶ Rules ──Event──▶ Publisher
 
-`build()` is the one place that maps config sections to stage arguments; `Pipeline.run()` is the
-whole loop. The process around it (signals, sd_notify, one thread per pipeline) is runtime.py;
-the `edgepipe run` / `edgepipe check` commands are commands.py.
+`Pipeline.results()` is the whole loop, top to bottom: every stage is called from it and returns
+to it, nothing is set on a stage from outside. What the process adds around it (READY, the
+watchdog, the systemd status line) comes in as one `Lifecycle` object that the loop calls; the
+process itself is runtime.py, the commands are commands/, the Python API is api.py.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Protocol
 
-from edgepipe.config import (
-    CameraSourceConfig,
-    FileSourceConfig,
-    ImageFolderSourceConfig,
-    LineRuleConfig,
-    PipelineConfig,
-    RtspSourceConfig,
-    ZoneRuleConfig,
-)
+from edgepipe.config import LineRuleConfig, PipelineConfig, ZoneRuleConfig
 from edgepipe.detect import Detector, ModelPool
 from edgepipe.errors import ConfigError
 from edgepipe.metrics import Metrics, log_line
+from edgepipe.paths import state_directory
 from edgepipe.publish import FanoutPublisher, Publisher
 from edgepipe.publish.discovery import discovery_messages
 from edgepipe.publish.jsonl import JsonlSink
 from edgepipe.publish.mqtt import MqttPublisher
 from edgepipe.rules import LineCrossing, Rules, Zone
-from edgepipe.sources import CameraSource, FileSource, ImageFolderSource, RtspSource, Source
+from edgepipe.sources import Source, open_source
 from edgepipe.track import SortTracker
-from edgepipe.types import Event, Frame
+from edgepipe.types import Detections, Event, Frame, FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +52,32 @@ class RunStats:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class Lifecycle(Protocol):
+    """What the process around a pipeline wants to hear from its loop (runtime.Runtime)."""
+
+    def ready(self, pipeline: str) -> None:
+        """The model is compiled and the source is open: frames are about to flow."""
+
+    def alive(self, pipeline: str) -> None:
+        """The loop went round once more (after a frame, or an idle tick while a camera is away)."""
+
+    def status(self, pipeline: str, line: str) -> None:
+        """A new one-line status of this pipeline."""
+
+
+class NoLifecycle:
+    """No process to tell: scripts, notebooks and tests."""
+
+    def ready(self, pipeline: str) -> None:
+        pass
+
+    def alive(self, pipeline: str) -> None:
+        pass
+
+    def status(self, pipeline: str, line: str) -> None:
+        pass
 
 
 class Pipeline:
@@ -87,106 +105,109 @@ class Pipeline:
         self.status_interval_s = status_interval_s
         self.stats = RunStats()
         self.metrics = Metrics(name, window_s=max(status_interval_s, 5.0))
-        # Set by the process runtime (run_command): the source is open / the loop is alive / a status line.
-        self.on_ready: Callable[[], object] | None = None
-        self.on_alive: Callable[[], object] | None = None
-        self.on_status: Callable[[str], object] | None = None
-        self._stopping = threading.Event()
+        self._taken_at: dict[int, float] = {}  # frame index → when the detector took it (≤ 2·in_flight)
         self._next_status = 0.0
         self._status_state = ""
 
-    def run(self, on_frame: Callable[[RunStats], object] | None = None) -> RunStats:
-        """Process frames until the source ends, max_frames is reached or stop() is called."""
+    def results(self, lifecycle: Lifecycle | None = None) -> Iterator[FrameResult]:
+        """Run the loop, yielding what each frame gave, until the source ends, max_frames is reached
+        or stop() is called (closing the iterator early ends it too). At the end the rules close
+        (zones emit their last exits) and the publisher is flushed and closed."""
+        lifecycle = lifecycle if lifecycle is not None else NoLifecycle()
         self.stats = RunStats()
         self.metrics = Metrics(self.name, window_s=self.metrics.window_s)
-        last_counts: dict[str, dict[str, int]] | None = None
         self._next_status = time.monotonic() + self.status_interval_s
-        self._status_state = self.source.state
-        entered: dict[int, float] = {}  # frame index → when the detector took it (≤ 2·in_flight entries)
-        self.source.on_idle = self._idle
+        self._status_state = ""
         try:
             with self.source:
-                if self.on_ready is not None:
-                    self.on_ready()
+                frame_hw = self.source.frame_size()
+                if frame_hw is not None:
+                    self.detector.prepare(frame_hw)  # compile before READY, not on the first frame
+                lifecycle.ready(self.name)
+                self.publisher.publish_counts(self.rules.counts())  # retained totals from the start
                 frame_waiting = self.source.frame_waiting if self.source.is_live else None
-                for frame, detections in self.detector.stream(
-                    self._feed(entered), frame_waiting=frame_waiting
-                ):
-                    t_detected = time.perf_counter()
-                    self.metrics.record("detect", t_detected - entered.pop(frame.index, t_detected))
-                    tracks = self.tracker.update(detections, frame_index=frame.index)
-                    t_tracked = time.perf_counter()
-                    self.metrics.record("track", t_tracked - t_detected)
-                    for event in self.rules.update(tracks, frame):
-                        self._publish(event)
-                    counts = self.rules.counts()
-                    if counts != last_counts:
-                        self.publisher.publish_counts(counts)
-                        last_counts = counts
-                    self.metrics.record("rules", time.perf_counter() - t_tracked)  # rules + publish
-                    self.metrics.frame_done(frame.timestamp)
-                    self.stats.frames += 1
-                    self.stats.detections += len(detections)
-                    self.stats.track_ids.update(tracks.track_id.tolist())
-                    if on_frame is not None:
-                        on_frame(self.stats)
-                    self._idle()
+                frames = self._clocked(self.source.frames())
+                for item in self.detector.stream(frames, frame_waiting=frame_waiting):
+                    if item is not None:  # None: no frame for a while (a camera reconnecting)
+                        yield self._track_and_count(*item)
+                    self._heartbeat(lifecycle)
                     if self.max_frames is not None and self.stats.frames >= self.max_frames:
                         break
         finally:
-            self.stats.finished = time.monotonic()
-            for event in self.rules.close():
-                self._publish(event)
-            self.publisher.publish_counts(self.rules.counts())
-            self.publisher.publish_status(self.status())
-            self.publisher.close()
+            self._finish()
+
+    def run(self, lifecycle: Lifecycle | None = None) -> RunStats:
+        """The loop to its end, for callers that only want the totals."""
+        for _ in self.results(lifecycle):
+            pass
         return self.stats
-
-    def _feed(self, entered: dict[int, float]) -> Iterator[Frame]:
-        for frame in self.source:
-            entered[frame.index] = time.perf_counter()
-            yield frame
-
-    def _idle(self) -> None:
-        """Called after each frame and, while the source has none, about once a second."""
-        if self.on_alive is not None:
-            self.on_alive()
-        state = self.source.state
-        if time.monotonic() >= self._next_status or state != self._status_state:
-            # a source state change (connected → reconnecting) is published at once, not at the next tick
-            self._status_state = state
-            self._next_status = time.monotonic() + self.status_interval_s
-            snapshot = self.status()
-            self.publisher.publish_status(snapshot)
-            line = log_line(snapshot)
-            log.info("%s", line)
-            if self.on_status is not None:
-                self.on_status(line)
 
     def stop(self) -> None:
         """Ask the loop to finish: the source ends, frames in flight are still processed."""
-        self._stopping.set()
         self.source.stop()
+
+    def _clocked(self, frames: Iterator[Frame | None]) -> Iterator[Frame | None]:
+        """The source's frames, noting when each went into the detector (for its latency)."""
+        for frame in frames:
+            if frame is not None:
+                self._taken_at[frame.index] = time.perf_counter()
+            yield frame
+
+    def _track_and_count(self, frame: Frame, detections: Detections) -> FrameResult:
+        """Everything after detection for one frame: track, rules, publish, count."""
+        detected_at = time.perf_counter()
+        self.metrics.record("detect", detected_at - self._taken_at.pop(frame.index, detected_at))
+        tracks = self.tracker.update(detections, frame_index=frame.index)
+        tracked_at = time.perf_counter()
+        self.metrics.record("track", tracked_at - detected_at)
+        events = tuple(self.rules.update(tracks, frame))
+        self._publish(events)
+        self.metrics.record("rules", time.perf_counter() - tracked_at)  # rules + publish
+        self.metrics.frame_done(frame.timestamp)
+        self.stats.frames += 1
+        self.stats.detections += len(detections)
+        self.stats.track_ids.update(tracks.track_id.tolist())
+        return FrameResult(frame, detections, tracks, events)
+
+    def _publish(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self.stats.events[event.type] += 1
+            self.publisher.publish(event)
+        if events:  # totals change only with an event: publish them then, and only then
+            self.publisher.publish_counts(self.rules.counts())
+
+    def _heartbeat(self, lifecycle: Lifecycle) -> None:
+        """After each frame and each idle tick: tell the process we are alive; publish the status
+        when it is due or the source state just changed (connected → reconnecting at once)."""
+        lifecycle.alive(self.name)
+        state = self.source.stats().state
+        if time.monotonic() < self._next_status and state == self._status_state:
+            return
+        self._status_state = state
+        self._next_status = time.monotonic() + self.status_interval_s
+        snapshot = self.status()
+        self.publisher.publish_status(snapshot)
+        line = log_line(snapshot)
+        log.info("%s", line)
+        lifecycle.status(self.name, line)
+
+    def _finish(self) -> None:
+        self.stats.finished = time.monotonic()
+        self._publish(self.rules.close())
+        self.publisher.publish_status(self.status())
+        self.publisher.close()
 
     def status(self) -> dict[str, object]:
         """The status payload: windowed metrics, source state and drops, outbox depth."""
+        source = self.source.stats()
         snapshot: dict[str, object] = self.metrics.snapshot(
-            source_state=self.source.state,
-            dropped_frames=self.source.dropped_frames,
-            source_reconnects=getattr(self.source, "reconnects", None),
-            outbox_depth=self._outbox_depth(),
+            source_state=source.state,
+            dropped_frames=source.dropped_frames,
+            source_reconnects=source.reconnects if self.source.is_live else None,
+            outbox_depth=self.publisher.backlog(),
         )
         snapshot["run_fps"] = round(self.stats.fps, 2)
         return snapshot
-
-    def _outbox_depth(self) -> int | None:
-        publishers = getattr(self.publisher, "publishers", [self.publisher])
-        depths = [p.outbox_depth for p in publishers if isinstance(p, MqttPublisher)]
-        return sum(depths) if depths else None
-
-    def _publish(self, event: Event) -> None:
-        self.stats.events[event.type] += 1
-        self.publisher.publish(event)
 
 
 # ---------------------------------------------------------------- building stages from config
@@ -196,9 +217,14 @@ def build(
     *,
     events_path: str | None = None,
     max_frames: int | None = None,
+    outputs: bool = True,
+    publishers: Sequence[Publisher] = (),
 ) -> Pipeline:
-    """Create every stage of `cfg`; fails here, before any frame, on anything wrong."""
-    detector = build_detector(cfg, pool)
+    """Create every stage of `cfg`; fails here, before any frame, on anything wrong.
+
+    `outputs=False` leaves out the file's own outputs (MQTT, JSON lines); `publishers` are added
+    after them (the Python API's event consumers)."""
+    detector = Detector(cfg.detector, pool=pool)
     tracker = SortTracker(
         max_age=cfg.tracker.max_age,
         min_hits=cfg.tracker.min_hits,
@@ -206,59 +232,16 @@ def build(
         match_classes=cfg.tracker.match_classes,
     )
     rules = Rules([build_rule(cfg.name, rule, detector.labels) for rule in cfg.rules])
+    own = _build_publishers(cfg, events_path, rules.counts()) if outputs else []
     return Pipeline(
         cfg.name,
-        build_source(cfg),
+        open_source(cfg.source),
         detector,
         tracker,
         rules,
-        _build_publisher(cfg, events_path, rules.counts()),
+        FanoutPublisher([*own, *publishers]),
         max_frames=max_frames,
         status_interval_s=cfg.status_interval_s,
-    )
-
-
-def build_detector(cfg: PipelineConfig, pool: ModelPool) -> Detector:
-    detector_cfg = cfg.detector
-    return Detector(
-        detector_cfg.model,
-        pool=pool,
-        device=detector_cfg.device,
-        precision=detector_cfg.precision,
-        performance_hint=detector_cfg.performance_hint,
-        in_flight=detector_cfg.in_flight,
-        score_threshold=detector_cfg.threshold,
-        nms_iou=detector_cfg.nms_iou,
-        classes=detector_cfg.classes,
-        min_box_area=detector_cfg.min_box_area,
-        roi_xyxy=detector_cfg.roi,
-        max_detections=detector_cfg.max_detections,
-    )
-
-
-def build_source(cfg: PipelineConfig) -> Source:
-    spec = cfg.source
-    if isinstance(spec, FileSourceConfig):
-        return FileSource(spec.path, loop=spec.loop, realtime=spec.realtime)
-    if isinstance(spec, ImageFolderSourceConfig):
-        return ImageFolderSource(spec.path, fps=spec.fps, loop=spec.loop)
-    if isinstance(spec, CameraSourceConfig):
-        return CameraSource(
-            spec.device,
-            width=spec.width,
-            height=spec.height,
-            fps=spec.fps,
-            reconnect_initial_s=spec.reconnect_initial_s,
-            reconnect_max_s=spec.reconnect_max_s,
-        )
-    assert isinstance(spec, RtspSourceConfig)
-    return RtspSource(
-        spec.url,
-        open_timeout_s=spec.open_timeout_s,
-        read_timeout_s=spec.read_timeout_s,
-        reconnect_initial_s=spec.reconnect_initial_s,
-        reconnect_max_s=spec.reconnect_max_s,
-        transport=spec.transport,
     )
 
 
@@ -298,19 +281,14 @@ def build_rule(
     )
 
 
-def _default_state_dir() -> Path:
-    # systemd's StateDirectory= sets STATE_DIRECTORY; elsewhere keep state beside the working dir
-    return Path(os.environ.get("STATE_DIRECTORY", "state"))
-
-
-def _build_publisher(
+def _build_publishers(
     cfg: PipelineConfig, events_path: str | None, counts: dict[str, dict[str, int]]
-) -> Publisher:
+) -> list[Publisher]:
     publishers: list[Publisher] = []
     mqtt = cfg.outputs.mqtt
     if mqtt is not None:
         password = mqtt.password()
-        outbox_path = mqtt.outbox.path or _default_state_dir() / f"{cfg.name}-outbox.sqlite"
+        outbox_path = mqtt.outbox.path or state_directory() / f"{cfg.name}-outbox.sqlite"
         tls = mqtt.tls
         publishers.append(
             MqttPublisher(
@@ -344,4 +322,4 @@ def _build_publisher(
         publishers.append(JsonlSink(cfg.outputs.jsonl.path))
     if events_path is not None:
         publishers.append(JsonlSink(events_path))
-    return FanoutPublisher(publishers)
+    return publishers

@@ -6,26 +6,37 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from edgepipe.pipeline import Pipeline, RunStats
 from edgepipe.systemd import Notifier
+
+if TYPE_CHECKING:  # not imported at run time: `edgepipe run` takes signals before the heavy imports
+    from edgepipe.pipeline import Lifecycle, Pipeline, RunStats
+    from edgepipe.types import FrameResult
 
 log = logging.getLogger(__name__)
 
 
 def run_pipelines(
-    pipelines: list[Pipeline], on_frame: Callable[[RunStats], object] | None = None
+    pipelines: list[Pipeline],
+    lifecycle: Lifecycle,
+    on_frame: Callable[[FrameResult, RunStats], object] | None = None,
 ) -> list[RunStats]:
-    """Run the pipelines to their end: one on the calling thread, several on a thread each while
-    the calling (main) thread waits, so that it can still take signals."""
+    """Run the pipelines to their end: one on the calling thread (each frame's result handed to
+    `on_frame`), several on a thread each while the calling (main) thread waits, so that it can
+    still take signals."""
     if len(pipelines) == 1:
-        return [pipelines[0].run(on_frame)]
+        pipeline = pipelines[0]
+        for result in pipeline.results(lifecycle):
+            if on_frame is not None:
+                on_frame(result, pipeline.stats)
+        return [pipeline.stats]
     results: dict[str, RunStats] = {}
     errors: list[BaseException] = []
 
     def work(pipeline: Pipeline) -> None:
         try:
-            results[pipeline.name] = pipeline.run()
+            results[pipeline.name] = pipeline.run(lifecycle)
         except BaseException as error:  # re-raised on the main thread below
             errors.append(error)
             for other in pipelines:
@@ -43,7 +54,8 @@ def run_pipelines(
 
 
 class Runtime:
-    """What the process adds around its pipelines: SIGTERM/SIGINT, and sd_notify to systemd.
+    """What the process adds around its pipelines: SIGTERM/SIGINT, and sd_notify to systemd. It is
+    the pipelines' Lifecycle: their loops call ready/alive/status on it.
 
     READY=1 once every pipeline has its model compiled and its source open; WATCHDOG=1 only while
     every running pipeline's frame loop is alive (one hung camera loop gets the service restarted);
@@ -52,8 +64,8 @@ class Runtime:
     one raises KeyboardInterrupt (exit 130).
     """
 
-    def __init__(self, pipelines: Sequence[Pipeline], notifier: Notifier) -> None:
-        self.pipelines = list(pipelines)
+    def __init__(self, notifier: Notifier) -> None:
+        self.pipelines: list[Pipeline] = []
         self.notifier = notifier
         self.signal_name: str | None = None
         self._lock = threading.Lock()  # pipeline threads call in; the signal handler never takes it
@@ -61,10 +73,6 @@ class Runtime:
         self._alive: set[str] = set()
         self._status: dict[str, str] = {}
         self._previous: dict[int, object] = {}
-        for pipeline in self.pipelines:
-            pipeline.on_ready = lambda name=pipeline.name: self.ready(name)
-            pipeline.on_alive = lambda name=pipeline.name: self.alive(name)
-            pipeline.on_status = lambda line, name=pipeline.name: self.status(name, line)
 
     def __enter__(self) -> Runtime:
         if threading.current_thread() is threading.main_thread():
@@ -80,24 +88,32 @@ class Runtime:
             self.notifier.stopping()
         self.notifier.close()
 
-    def ready(self, name: str) -> None:
+    def attach(self, pipelines: Sequence[Pipeline]) -> None:
+        """The pipelines this process runs. Signal handlers are in place before they are built (the
+        model compile takes a while): a signal that came meanwhile stops them at once."""
+        self.pipelines = list(pipelines)
+        if self.signal_name is not None:
+            for pipeline in self.pipelines:
+                pipeline.stop()
+
+    def ready(self, pipeline: str) -> None:
         with self._lock:
-            self._ready.add(name)
+            self._ready.add(pipeline)
             if len(self._ready) == len(self.pipelines):
                 names = ", ".join(p.name for p in self.pipelines)
                 self.notifier.ready(status=f"running {names}")
                 log.info("ready: %s", names)
 
-    def alive(self, name: str) -> None:
+    def alive(self, pipeline: str) -> None:
         with self._lock:
-            self._alive.add(name)
+            self._alive.add(pipeline)
             running = {p.name for p in self.pipelines if p.stats.finished is None}
             if self._alive >= running and self.notifier.watchdog():
                 self._alive.clear()
 
-    def status(self, name: str, line: str) -> None:
+    def status(self, pipeline: str, line: str) -> None:
         with self._lock:
-            self._status[name] = line
+            self._status[pipeline] = line
             self.notifier.status(
                 "; ".join(self._status[p.name] for p in self.pipelines if p.name in self._status)
             )

@@ -1,14 +1,17 @@
 """Video sources: files and image folders deliver every frame; cameras and streams keep the newest.
 
-Every source is a context manager and an iterator of Frames:
+Every source is a context manager whose `frames()` iterates Frames:
 
-    with RtspSource("rtsp://cam/door") as source:
-        for frame in source: ...
+    with open_source(cfg.source) as source:
+        for frame in source.frames():
+            if frame is None:   # no frame came for idle_s (a camera reconnecting): still alive
+                continue
 
-Live sources (camera, RTSP/HTTP, and a file with `realtime=True`) capture in their own thread into a
+Live sources (camera, RTSP/HTTP, and a file with `realtime: true`) capture in their own thread into a
 one-slot box: a slow consumer gets the newest frame and every overwritten frame counts as dropped,
 so `Frame.index` has gaps and latency cannot build up. A live stream that stops or cannot be opened
-is reopened with capped exponential backoff; it never raises, it reports `state`.
+is reopened with capped exponential backoff; it never raises, it reports its state in `stats()`.
+Settings come typed and checked from config.py; sources do not check them again.
 """
 
 from __future__ import annotations
@@ -16,26 +19,76 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol, get_args
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edgepipe.errors import SourceError
+from edgepipe.config import (
+    CameraSourceConfig,
+    FileSourceConfig,
+    ImageFolderSourceConfig,
+    RtspSourceConfig,
+    SourceConfig,
+)
+from edgepipe.errors import SourceError, mask_secrets
 from edgepipe.types import Frame
 
 log = logging.getLogger(__name__)
 
+SourceState = Literal["connecting", "connected", "reconnecting", "failed", "ended"]
+SOURCE_STATES: tuple[SourceState, ...] = get_args(SourceState)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-STATES = ("connecting", "connected", "reconnecting", "failed", "ended")
+IDLE_S = 1.0  # without a frame for this long, frames() yields None so the loop can say it is alive
 _WAKE_S = 0.2  # longest a waiting consumer sleeps before it re-checks stop(); a safety net only
-_IDLE_S = 1.0  # while no frame comes, the consumer calls on_idle this often (sd_notify WATCHDOG=1)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStats:
+    """What a source reports about itself: read by the loop for status, metrics and health."""
+
+    state: SourceState
+    frames_read: int  # frames decoded so far
+    dropped_frames: int  # live frames overwritten before the loop took them
+    reconnects: int  # connection attempts after the first one (live sources)
+
+
+class Source(Protocol):
+    """What the frame loop needs from a source."""
+
+    name: str  # for logs and messages; never holds a password
+    is_live: bool  # keeps only the newest frame (camera, stream, realtime file)
+
+    @property
+    def fps(self) -> float | None: ...
+
+    @property
+    def frame_count(self) -> int | None:
+        """Frames this source will deliver, when known before the run (a file that does not loop)."""
+
+    def __enter__(self) -> Source: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def frames(self, idle_s: float = IDLE_S) -> Iterator[Frame | None]:
+        """Frames in order; None whenever no frame came for `idle_s` (live sources only)."""
+
+    def frame_waiting(self) -> bool:
+        """Whether taking the next frame would not block (a file: always; live: once captured)."""
+
+    def frame_size(self) -> tuple[int, int] | None:
+        """(height, width) of the frames, when known before the first one is taken."""
+
+    def stats(self) -> SourceStats: ...
+
+    def stop(self) -> None:
+        """End iteration promptly; safe from any thread and from a signal handler."""
 
 
 class _LatestBox:
@@ -55,7 +108,7 @@ class _LatestBox:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """The writer is done: take() returns None once the last frame was taken."""
+        """The writer is done: take() ends once the last frame was taken."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -68,15 +121,23 @@ class _LatestBox:
         """Whether a frame waits to be taken (a hint: the writer may add one right after)."""
         return self._frame is not None
 
-    def take(self, stopped: threading.Event, on_idle: Callable[[], object] | None = None) -> Frame | None:
-        with self._cond:
-            while self._frame is None and not self._closed and not stopped.is_set():
-                if not self._cond.wait(_IDLE_S) and on_idle is not None:
-                    on_idle()
-            if stopped.is_set():
-                return None
-            frame, self._frame = self._frame, None
-            return frame
+    def peek(self) -> Frame | None:
+        return self._frame
+
+    def frames(self, stopped: threading.Event, idle_s: float) -> Iterator[Frame | None]:
+        """The newest frame each time one is there; None after each `idle_s` without one."""
+        while True:
+            with self._cond:
+                idle_at = time.monotonic() + idle_s
+                while self._frame is None and not self._closed and not stopped.is_set():
+                    left_s = idle_at - time.monotonic()
+                    if left_s <= 0:
+                        break
+                    self._cond.wait(min(_WAKE_S, left_s))
+                if stopped.is_set() or (self._frame is None and self._closed):
+                    return
+                frame, self._frame = self._frame, None
+            yield frame  # outside the lock: the writer keeps writing while the consumer works
 
     def wait_first(self, timeout_s: float, stopped: threading.Event) -> None:
         deadline = time.monotonic() + timeout_s
@@ -88,85 +149,91 @@ class _LatestBox:
                 self._cond.wait(min(left, _WAKE_S))
 
 
-class Source:
-    """What every source offers: `with source:`, `for frame in source`, stop(), state and counters."""
+class _SourceBase:
+    """State, stop and counters that every source has."""
 
     is_live = False
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.fps: float | None = None
-        self.frames_read = 0
+        self._fps: float | None = None
+        self._frames_read = 0
+        self._reconnects = 0
         self._stopped = threading.Event()
-        # Called on the iterating thread about once a second while it waits for a frame, so the frame
-        # loop can keep the systemd watchdog fed while a camera reconnects.
-        self.on_idle: Callable[[], object] | None = None
-        self._state = "connecting"
+        self._state: SourceState = "connecting"
         self._state_lock = threading.Lock()
 
     @property
-    def state(self) -> str:
-        return self._state
+    def fps(self) -> float | None:
+        return self._fps
 
     @property
-    def dropped_frames(self) -> int:
+    def frame_count(self) -> int | None:
+        return None
+
+    def stats(self) -> SourceStats:
+        return SourceStats(self._state, self._frames_read, self._dropped(), self._reconnects)
+
+    def _dropped(self) -> int:
         return 0
 
     def stop(self) -> None:
-        """End iteration promptly; safe from any thread and from a signal handler."""
         self._stopped.set()
 
     def frame_waiting(self) -> bool:
-        """Whether the next frame is already there, so that taking it would not block. A file always
-        has its next frame; a live source only once the camera delivered it."""
-        box: _LatestBox | None = getattr(self, "_box", None)
-        return True if box is None or not self.is_live else box.has_frame()
+        return True
 
-    def _set_state(self, state: str, reason: str = "") -> None:
+    def frame_size(self) -> tuple[int, int] | None:
+        return None
+
+    def _set_state(self, state: SourceState, reason: str = "") -> None:
         with self._state_lock:
             old, self._state = self._state, state
         if old != state:
             level = logging.WARNING if state in ("reconnecting", "failed") else logging.INFO
             log.log(level, "source %s: %s → %s%s", self.name, old, state, f" ({reason})" if reason else "")
 
-    def __enter__(self) -> Source:
-        return self
-
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self._set_state("ended")
 
-    def __iter__(self) -> Iterator[Frame]:
-        raise NotImplementedError
 
-
-class FileSource(Source):
+class FileSource(_SourceBase):
     """Every frame of a video file in order; source_time from the container (seconds).
 
-    `loop=True` replays the file (index and source_time keep rising). `realtime=True` paces the
-    frames at the container fps in a capture thread and keeps only the newest, like a camera.
+    `loop` replays the file (index and source_time keep rising). `realtime` paces the frames at
+    the container fps in a capture thread and keeps only the newest, like a camera.
     """
 
-    def __init__(self, path: str | Path, *, loop: bool = False, realtime: bool = False) -> None:
-        self.path = Path(path)
+    def __init__(self, settings: FileSourceConfig) -> None:
+        self.path = settings.path
         super().__init__(self.path.name)
-        if not self.path.is_file():
-            raise SourceError(f"video file {self.path} does not exist: check the source path")
-        self.loop = loop
-        self.realtime = realtime
-        self.is_live = realtime
+        self.loop = settings.loop
+        self.realtime = settings.realtime
+        self.is_live = settings.realtime
         self._cap: Any = None
         self._box = _LatestBox()
         self._thread: threading.Thread | None = None
-        probe = self._open()  # fail at construction, and know fps and length before the run starts
+        probe = self._open()  # fail at construction, and know fps, length and size before the run
         fps = float(probe.get(cv2.CAP_PROP_FPS))
         count = int(probe.get(cv2.CAP_PROP_FRAME_COUNT))
+        size = (int(probe.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(probe.get(cv2.CAP_PROP_FRAME_WIDTH)))
         probe.release()
-        self.fps = fps if math.isfinite(fps) and fps > 0 else None
-        self.frame_count = count if count > 0 else None  # from the container header; may be absent
+        self._fps = fps if math.isfinite(fps) and fps > 0 else None
+        self._count = count if count > 0 else None  # from the container header; may be absent
+        self._size = size if min(size) > 0 else None
 
     @property
-    def dropped_frames(self) -> int:
+    def frame_count(self) -> int | None:
+        return None if self.loop else self._count
+
+    def frame_size(self) -> tuple[int, int] | None:
+        return self._size
+
+    def frame_waiting(self) -> bool:
+        return self._box.has_frame() if self.realtime else True
+
+    def _dropped(self) -> int:
         return self._box.dropped
 
     def stop(self) -> None:
@@ -205,16 +272,14 @@ class FileSource(Source):
             self._cap.release()
             self._cap = None
 
-    def __iter__(self) -> Iterator[Frame]:
+    def frames(self, idle_s: float = IDLE_S) -> Iterator[Frame | None]:
         if self._cap is None:
             raise RuntimeError("use FileSource inside `with source:` before iterating")
-        if not self.realtime:
-            yield from self._frames()
-            return
-        while (frame := self._box.take(self._stopped, self.on_idle)) is not None:
-            yield frame
+        if self.realtime:
+            return self._box.frames(self._stopped, idle_s)
+        return self._decode()
 
-    def _frames(self) -> Iterator[Frame]:
+    def _decode(self) -> Iterator[Frame]:
         """Decode every frame; on EOF rewind when looping. Runs on one thread only."""
         index = 0
         offset_s = 0.0  # container time of the previous passes, so source_time keeps rising
@@ -224,12 +289,12 @@ class FileSource(Source):
             if not ok:
                 if not self.loop or index == 0 or not self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
                     break
-                offset_s = last_s + (1.0 / self.fps if self.fps else 0.0)
+                offset_s = last_s + (1.0 / self._fps if self._fps else 0.0)
                 continue
             pos_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
-            own_s = pos_ms / 1000.0 if math.isfinite(pos_ms) and pos_ms >= 0 else index / (self.fps or 1.0)
+            own_s = pos_ms / 1000.0 if math.isfinite(pos_ms) and pos_ms >= 0 else index / (self._fps or 1.0)
             last_s = offset_s + own_s
-            self.frames_read += 1
+            self._frames_read += 1
             yield Frame(image, index, time.time(), last_s)
             index += 1
         self._set_state("ended")
@@ -238,7 +303,7 @@ class FileSource(Source):
         start = time.monotonic()
         first_s: float | None = None
         try:
-            for frame in self._frames():
+            for frame in self._decode():
                 first_s = frame.source_time if first_s is None else first_s
                 due = start + (frame.source_time or 0.0) - (first_s or 0.0)
                 if self._stopped.wait(max(0.0, due - time.monotonic())):
@@ -249,48 +314,59 @@ class FileSource(Source):
             self._box.close()
 
 
-class ImageFolderSource(Source):
+def read_image(path: Path) -> NDArray[np.uint8]:
+    """An image file as BGR uint8 (H, W, 3), whatever it holds (gray, alpha, 16 bit); SourceError if
+    it cannot be decoded. The one image reader of the package."""
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as error:
+        raise SourceError(f"cannot read image {path}: {error.strerror}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise SourceError(f"cannot read image {path}: the file is empty or not an image OpenCV can decode")
+    return np.asarray(image, np.uint8)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files of a folder (by suffix), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+class ImageFolderSource(_SourceBase):
     """Sorted image files of a folder as frames; source_time = i / fps."""
 
-    def __init__(self, path: str | Path, *, fps: float = 10.0, loop: bool = False) -> None:
-        self.path = Path(path)
+    def __init__(self, settings: ImageFolderSourceConfig) -> None:
+        self.path = settings.path
         super().__init__(self.path.name)
-        if not self.path.is_dir():
-            raise SourceError(f"image folder {self.path} does not exist: check the source path")
-        if not fps > 0:
-            raise SourceError(f"image folder {self.path}: fps must be > 0, got {fps}")
-        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = image_files(self.path)
         if not self.files:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
             raise SourceError(f"image folder {self.path} has no images (looked for {suffixes})")
-        self.fps = fps
-        self._fps = fps  # a float for sure, unlike self.fps
-        self.loop = loop
+        self._fps = settings.fps
+        self._rate = settings.fps  # a float for sure, unlike _fps of the base
+        self.loop = settings.loop
+
+    @property
+    def frame_count(self) -> int | None:
+        return None if self.loop else len(self.files)
 
     def __enter__(self) -> ImageFolderSource:
         self._set_state("connected")
         return self
 
-    def __iter__(self) -> Iterator[Frame]:
+    def frames(self, idle_s: float = IDLE_S) -> Iterator[Frame]:
         index = 0
         while not self._stopped.is_set():
-            image = _imread(self.files[index % len(self.files)])
-            self.frames_read += 1
-            yield Frame(image, index, time.time(), index / self._fps)
+            image = read_image(self.files[index % len(self.files)])
+            self._frames_read += 1
+            yield Frame(image, index, time.time(), index / self._rate)
             index += 1
             if index % len(self.files) == 0 and not self.loop:
                 break
         self._set_state("ended")
 
 
-def _imread(path: Path) -> NDArray[np.uint8]:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise SourceError(f"cannot read image {path}: not an image OpenCV can decode")
-    return np.asarray(image, dtype=np.uint8)
-
-
-class _LiveSource(Source):
+class _LiveSource(_SourceBase):
     """A capture thread per connection attempt, watched by a supervisor thread that reconnects.
 
     The supervisor recreates the capture when the reader ends (stream closed, open failed) or when
@@ -311,26 +387,25 @@ class _LiveSource(Source):
         reconnect_max_s: float,
     ) -> None:
         super().__init__(name)
-        if not (open_timeout_s > 0 and read_timeout_s > 0 and 0 < reconnect_initial_s <= reconnect_max_s):
-            raise SourceError(
-                f"source {name}: timeouts must be > 0 and 0 < reconnect_initial_s <= reconnect_max_s "
-                f"(got open {open_timeout_s}, read {read_timeout_s}, "
-                f"reconnect {reconnect_initial_s}..{reconnect_max_s})"
-            )
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
-        self.reconnects = 0
         self._box = _LatestBox()
         self._generation = 0  # bumped to abandon the current reader
         self._progress = 0.0  # monotonic time of the reader's last sign of life (opened, frame)
         self._opened = False
         self._supervisor: threading.Thread | None = None
 
-    @property
-    def dropped_frames(self) -> int:
+    def _dropped(self) -> int:
         return self._box.dropped
+
+    def frame_waiting(self) -> bool:
+        return self._box.has_frame()
+
+    def frame_size(self) -> tuple[int, int] | None:
+        frame = self._box.peek()
+        return None if frame is None else (int(frame.image.shape[0]), int(frame.image.shape[1]))
 
     def _open(self) -> Any:
         """A new cv2.VideoCapture (opened or not); blocks at most about open_timeout_s."""
@@ -355,11 +430,10 @@ class _LiveSource(Source):
         self._stopped.set()
         self._box.wake()
 
-    def __iter__(self) -> Iterator[Frame]:
+    def frames(self, idle_s: float = IDLE_S) -> Iterator[Frame | None]:
         if self._supervisor is None:
             raise RuntimeError(f"use {type(self).__name__} inside `with source:` before iterating")
-        while (frame := self._box.take(self._stopped, self.on_idle)) is not None:
-            yield frame
+        return self._box.frames(self._stopped, idle_s)
 
     def _supervise(self) -> None:
         backoff_s = self.reconnect_initial_s
@@ -369,7 +443,7 @@ class _LiveSource(Source):
             self._generation += 1
             self._opened = False
             self._progress = time.monotonic()
-            frames_before = self.frames_read
+            frames_before = self._frames_read
             reader = threading.Thread(
                 target=self._capture,
                 args=(self._generation,),
@@ -381,10 +455,10 @@ class _LiveSource(Source):
             self._generation += 1  # the reader, if still blocked in FFmpeg, exits when it returns
             if self._stopped.is_set():
                 break
-            if self.frames_read > frames_before:
+            if self._frames_read > frames_before:
                 ever_connected = True
                 backoff_s = self.reconnect_initial_s
-            self.reconnects += 1
+            self._reconnects += 1
             if backoff_s >= self.reconnect_max_s:
                 self._set_state("failed", f"{reason}; retrying every {backoff_s:g} s")
             else:
@@ -416,7 +490,7 @@ class _LiveSource(Source):
             if not cap.isOpened() or generation != self._generation:
                 return
             fps = float(cap.get(cv2.CAP_PROP_FPS))
-            self.fps = fps if math.isfinite(fps) and 0 < fps < 1000 else self.fps
+            self._fps = fps if math.isfinite(fps) and 0 < fps < 1000 else self._fps
             self._opened = True
             self._progress = time.monotonic()
             while not self._stopped.is_set():
@@ -424,8 +498,8 @@ class _LiveSource(Source):
                 if not ok or generation != self._generation:
                     return
                 self._progress = time.monotonic()
-                self._box.put(Frame(image, self.frames_read, time.time(), None))
-                self.frames_read += 1  # only this thread writes it (the previous reader has exited)
+                self._box.put(Frame(image, self._frames_read, time.time(), None))
+                self._frames_read += 1  # only this thread writes it (the previous reader has exited)
                 if self._state != "connected":
                     self._set_state("connected")
         except cv2.error as error:
@@ -435,39 +509,19 @@ class _LiveSource(Source):
                 cap.release()
 
 
-def _redact(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
-
-
 class RtspSource(_LiveSource):
     """An RTSP or HTTP(S) stream through OpenCV's FFmpeg backend, with open/read timeouts."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        open_timeout_s: float = 10.0,
-        read_timeout_s: float = 5.0,
-        reconnect_initial_s: float = 0.5,
-        reconnect_max_s: float = 30.0,
-        transport: str = "tcp",
-    ) -> None:
-        if not re.match(r"^(rtsps?|https?)://", url):
-            raise SourceError(
-                f"stream URL {_redact(url)!r} must start with rtsp://, rtsps://, http:// or https://"
-            )
-        if transport not in ("tcp", "udp"):
-            raise SourceError(f"stream {_redact(url)}: transport must be 'tcp' or 'udp', got {transport!r}")
+    def __init__(self, settings: RtspSourceConfig) -> None:
         super().__init__(
-            _redact(url),
-            open_timeout_s=open_timeout_s,
-            read_timeout_s=read_timeout_s,
-            reconnect_initial_s=reconnect_initial_s,
-            reconnect_max_s=reconnect_max_s,
+            mask_secrets(settings.url),
+            open_timeout_s=settings.open_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            reconnect_initial_s=settings.reconnect_initial_s,
+            reconnect_max_s=settings.reconnect_max_s,
         )
-        self.url = url
-        self.transport = transport
+        self.url = settings.url
+        self.transport = settings.transport
 
     def _open(self) -> Any:
         if self.url.startswith("rtsp"):
@@ -504,44 +558,21 @@ def _set_ffmpeg_option(key: str, value: str) -> None:
     os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"{current}|{key};{value}" if current else f"{key};{value}"
 
 
-def parse_camera_device(device: int | str) -> int | str:
-    """0, "0" → 0; "/dev/video2" stays a path; anything else is a SourceError."""
-    if isinstance(device, int) and device >= 0:
-        return device
-    if isinstance(device, str):
-        if device.isdigit():
-            return int(device)
-        if re.fullmatch(r"/dev/[\w./-]+", device):
-            return device
-    raise SourceError(f"camera device {device!r}: use an index (0, 1, ...) or a path like /dev/video0")
-
-
 class CameraSource(_LiveSource):
     """A USB camera through V4L2 (index or /dev/videoN); width, height and fps are requests."""
 
-    def __init__(
-        self,
-        device: int | str,
-        *,
-        width: int | None = None,
-        height: int | None = None,
-        fps: float | None = None,
-        reconnect_initial_s: float = 0.5,
-        reconnect_max_s: float = 30.0,
-        open_timeout_s: float = 10.0,
-        read_timeout_s: float = 5.0,
-    ) -> None:
-        self.device = parse_camera_device(device)
+    def __init__(self, settings: CameraSourceConfig) -> None:
         super().__init__(
-            f"camera {self.device}",
-            open_timeout_s=open_timeout_s,
-            read_timeout_s=read_timeout_s,
-            reconnect_initial_s=reconnect_initial_s,
-            reconnect_max_s=reconnect_max_s,
+            f"camera {settings.device}",
+            open_timeout_s=settings.open_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            reconnect_initial_s=settings.reconnect_initial_s,
+            reconnect_max_s=settings.reconnect_max_s,
         )
-        self.width = width
-        self.height = height
-        self.requested_fps = fps
+        self.device = settings.device
+        self.width = settings.width
+        self.height = settings.height
+        self.requested_fps = settings.fps
 
     def _open(self) -> Any:
         cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
@@ -555,3 +586,14 @@ class CameraSource(_LiveSource):
             if value is not None and not cap.set(prop, float(value)):
                 log.warning("camera %s: the driver refused property %d = %s", self.device, prop, value)
         return cap
+
+
+def open_source(settings: SourceConfig) -> Source:
+    """The source a config section describes (not yet opened: use it in `with`)."""
+    if isinstance(settings, FileSourceConfig):
+        return FileSource(settings)
+    if isinstance(settings, ImageFolderSourceConfig):
+        return ImageFolderSource(settings)
+    if isinstance(settings, CameraSourceConfig):
+        return CameraSource(settings)
+    return RtspSource(settings)

@@ -1,4 +1,5 @@
-"""Values that flow between stages: Frame → Detections → Tracks → Event."""
+"""Values that flow between stages: Frame → Detections → Tracks → Event, and FrameResult, all
+four of one frame, which the loop hands to its caller."""
 
 from __future__ import annotations
 
@@ -120,3 +121,13 @@ class Event:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FrameResult:
+    """What the pipeline made of one frame: its detections, the tracks and the events they caused."""
+
+    frame: Frame
+    detections: Detections
+    tracks: Tracks
+    events: tuple[Event, ...]

@@ -34,6 +34,20 @@ def shared_data(shared_dir: Path) -> Path:
 pytest_plugins = ["tests.fixtures.mqtt", "tests.fixtures.rtsp", "tests.fixtures.model"]
 
 
+# A test that uses one of these needs a real broker or RTSP server: it is `slow`, never in the fast lane.
+SERVER_FIXTURES = frozenset(
+    {"broker", "mosquitto", "subscribe", "tls_broker", "rtsp_server", "rtsp_server_fn"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts a broker or an RTSP server `slow`, so that `-m "not slow"` (the
+    fast lane) needs neither; tests that need torch mark themselves."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """In CI (CI=true, as .ci/run is run) a skip is a failure: every tool a test needs is installed

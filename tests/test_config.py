@@ -6,8 +6,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from edgepipe.config import LineRuleConfig, load_pipeline, source_from_argument
+from edgepipe.config import (
+    CameraSourceConfig,
+    LineRuleConfig,
+    TrackerConfig,
+    load_pipeline,
+    settings_from_options,
+    source_from_argument,
+)
 from edgepipe.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -143,6 +151,27 @@ BROKEN = [
         ":5: detector.roi: roi [100.0, 0.0, 10.0, 50.0] must be [x1, y1, x2, y2] with x2 > x1 and y2 > y1",
     ),
     (
+        "missing video file",
+        "name: a\nsource:\n  type: file\n  path: nope.mp4\ndetector: {model: m.xml}\n",
+        ":4: source.path: video file ",
+    ),
+    (
+        "stream URL without a known scheme",
+        "name: a\nsource:\n  type: rtsp\n  url: ftp://admin:s3cret@cam/door\ndetector: {model: m.xml}\n",
+        ":4: source.url: stream URL 'ftp://admin:***@cam/door' must start with rtsp://, rtsps://, http:// or https://",
+    ),
+    (
+        "camera device",
+        "name: a\nsource:\n  type: camera\n  device: -1\ndetector: {model: m.xml}\n",
+        ":4: source.device: camera device -1: use an index (0, 1, ...) or a path like /dev/video0",
+    ),
+    (
+        "backoff order",
+        "name: a\nsource:\n  type: rtsp\n  url: rtsp://cam/x\n  reconnect_initial_s: 20\n  reconnect_max_s: 5\n"
+        "detector: {model: m.xml}\n",
+        ":2: source: reconnect_initial_s 20 must not exceed reconnect_max_s 5",
+    ),
+    (
         "password without username",
         "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\noutputs:\n  mqtt:\n"
         "    host: localhost\n    password_env: MQTT_PW\n",
@@ -176,6 +205,55 @@ def test_all_errors_are_reported_at_once(tmp_path: Path, model_file: Path, video
         f"{path}:5: detector.threshold: 2 is not between 0 and 1",
         f"{path}:7: tracker.min_hits: 0 is not between 1 and 1000",
     ]
+
+
+@pytest.mark.parametrize(
+    ("device", "parsed"),
+    [(0, 0), (2, 2), ("1", 1), ("/dev/video0", "/dev/video0"), ("/dev/v4l/by-id/cam", "/dev/v4l/by-id/cam")],
+)
+def test_camera_device_forms(device: int | str, parsed: int | str) -> None:
+    assert CameraSourceConfig(device=device).device == parsed
+
+
+@pytest.mark.parametrize("device", [-1, "video0", "", "rtsp://cam", True])
+def test_camera_device_rejected(device: int | str) -> None:
+    with pytest.raises(ValidationError, match=r"use an index .* or a path like /dev/video0"):
+        CameraSourceConfig(device=device)
+
+
+def test_a_stream_url_with_a_password_is_never_echoed(tmp_path: Path, model_file: Path) -> None:
+    """Whatever fails next to it, the password of a stream URL appears in no message."""
+    path = write(
+        tmp_path,
+        "name: a\nsource:\n  type: rtsp\n  url: rtsps//admin:Wr0ng-S3cret@127.0.0.1/x\n  transport: quic\n"
+        "detector: {model: m.xml}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline(path)
+    assert "Wr0ng-S3cret" not in str(caught.value)
+    assert "rtsps//admin:***@127.0.0.1/x" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"max_age": -1}, "--max-age -1: -1 is not between 0 and 1000"),
+        (
+            {"min_hits": 0, "iou_threshold": 2.0},
+            "--min-hits 0: 0 is not between 1 and 1000\n--iou 2.0: 2.0 is not between 0 and 1",
+        ),
+    ],
+)
+def test_command_line_options_get_the_config_bounds_and_name_the_option(
+    values: dict[str, object], message: str
+) -> None:
+    options = {"max_age": "--max-age", "min_hits": "--min-hits", "iou_threshold": "--iou"}
+    with pytest.raises(ConfigError) as caught:
+        settings_from_options(TrackerConfig, values, options)
+    assert str(caught.value) == message
+    assert (
+        settings_from_options(TrackerConfig, {"max_age": None}, options) == TrackerConfig()
+    )  # None: the default
 
 
 def test_missing_file(tmp_path: Path) -> None:

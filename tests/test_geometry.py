@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgepipe.geometry import distance_to_polygon_edges
+from edgepipe.geometry import (
+    box_iou,
+    distance_to_polygon_edges,
+    nms,
+    points_in_polygon,
+    projection_on_segment,
+    reference_points,
+    signed_distance_to_line,
+)
 
 # A U shape (concave): the notch x in (100, 200), y in (0, 200) is outside.
 U_SHAPE = [(0, 0), (100, 0), (100, 200), (200, 200), (200, 0), (300, 0), (300, 300), (0, 300)]
@@ -42,3 +50,116 @@ def test_distance_to_polygon_edges_vectorised_and_empty() -> None:
         distance_to_polygon_edges(points, np.array(U_SHAPE)), [50.0, 50.0, 14.142136], atol=1e-6
     )
     assert distance_to_polygon_edges(np.empty((0, 2)), np.array(U_SHAPE)).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ((0, 0, 10, 10), (0, 0, 10, 10), 1.0),  # the same box
+        ((0, 0, 10, 10), (5, 0, 15, 10), 50 / 150),  # half overlap: 50 / (100 + 100 - 50)
+        ((0, 0, 10, 10), (2, 2, 8, 8), 36 / 100),  # one inside the other
+        ((0, 0, 10, 10), (10, 0, 20, 10), 0.0),  # touching edges
+        ((0, 0, 10, 10), (20, 20, 30, 30), 0.0),  # apart
+        ((0, 0, 0, 10), (0, 0, 0, 10), 0.0),  # zero area on both sides: no division by zero
+    ],
+)
+def test_box_iou(a: tuple[float, ...], b: tuple[float, ...], expected: float) -> None:
+    iou = box_iou(np.array([a], np.float32), np.array([b], np.float32))
+    assert iou.shape == (1, 1) and iou.dtype == np.float64
+    assert iou[0, 0] == pytest.approx(expected)
+
+
+def test_box_iou_of_n_by_m_and_empty() -> None:
+    a = np.array([[0, 0, 10, 10], [5, 0, 15, 10]], np.float64)
+    b = np.array([[0, 0, 10, 10], [10, 0, 20, 10], [100, 100, 110, 110]], np.float64)
+    np.testing.assert_allclose(box_iou(a, b), [[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 0.0]])
+    assert box_iou(np.empty((0, 4)), b).shape == (0, 3) and box_iou(a, np.empty((0, 4))).shape == (2, 0)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "scores", "classes", "iou_threshold", "kept"),
+    [
+        # two boxes of one class overlapping at IoU 1/3: the weaker goes when 1/3 > the threshold
+        ([(0, 0, 10, 10), (5, 0, 15, 10)], [0.9, 0.8], [0, 0], 0.3, [0]),
+        ([(0, 0, 10, 10), (5, 0, 15, 10)], [0.9, 0.8], [0, 0], 0.34, [0, 1]),
+        ([(0, 0, 10, 10), (5, 0, 15, 10)], [0.9, 0.8], [0, 0], 0.5, [0, 1]),
+        # the same boxes, other classes: never suppressed
+        ([(0, 0, 10, 10), (5, 0, 15, 10)], [0.9, 0.8], [0, 1], 0.1, [0, 1]),
+        # the higher score wins whatever the order; results come highest first
+        ([(1, 0, 11, 10), (0, 0, 10, 10), (50, 50, 60, 60)], [0.5, 0.9, 0.7], [3, 3, 3], 0.5, [1, 2]),
+        # a chain: A suppresses B, B would have suppressed C, but C survives (B is gone)
+        ([(0, 0, 10, 10), (4, 0, 14, 10), (8, 0, 18, 10)], [0.9, 0.8, 0.7], [0, 0, 0], 0.4, [0, 2]),
+        # equal scores: the first one stays (stable order)
+        ([(0, 0, 10, 10), (0, 0, 10, 10)], [0.6, 0.6], [0, 0], 0.5, [0]),
+        ([], [], [], 0.5, []),
+    ],
+    ids=["iou-above", "iou-just-below", "iou-below", "other-class", "score-order", "chain", "tie", "empty"],
+)
+def test_nms(
+    boxes: list[tuple[float, ...]],
+    scores: list[float],
+    classes: list[int],
+    iou_threshold: float,
+    kept: list[int],
+) -> None:
+    result = nms(
+        np.array(boxes, np.float32).reshape(-1, 4),
+        np.array(scores, np.float32),
+        np.array(classes),
+        iou_threshold,
+    )
+    assert result.tolist() == kept
+
+
+SQUARE = [(0, 0), (10, 0), (10, 10), (0, 10)]
+
+
+@pytest.mark.parametrize(
+    ("polygon", "point", "inside"),
+    [
+        (SQUARE, (5, 5), True),
+        (SQUARE, (15, 5), False),
+        (SQUARE, (-0.1, 5), False),
+        (SQUARE, (9.99, 9.99), True),
+        (U_SHAPE, (50, 100), True),  # the left arm
+        (U_SHAPE, (150, 100), False),  # the notch of the U (concave part)
+        (U_SHAPE, (150, 250), True),  # the bar joining both arms
+        (U_SHAPE, (250, 100), True),  # the right arm
+        ([(0, 0), (10, 0), (0, 10)], (6, 6), False),  # beyond a triangle's hypotenuse
+        ([(0, 0), (10, 0), (0, 10)], (4, 4), True),
+    ],
+)
+def test_points_in_polygon(
+    polygon: list[tuple[float, float]], point: tuple[float, float], inside: bool
+) -> None:
+    assert points_in_polygon(np.array([point], np.float64), np.array(polygon, np.float64)).tolist() == [
+        inside
+    ]
+
+
+def test_points_in_polygon_vectorised_and_empty() -> None:
+    points = np.array([[5, 5], [150, 100], [250, 100]], np.float64)
+    assert points_in_polygon(points, np.array(U_SHAPE)).tolist() == [True, False, True]
+    assert points_in_polygon(np.empty((0, 2)), np.array(SQUARE)).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [("bottom_center", (15.0, 40.0)), ("center", (15.0, 30.0)), ("top_center", (15.0, 20.0))],
+)
+def test_reference_points(where: str, expected: tuple[float, float]) -> None:
+    points = reference_points(np.array([[10, 20, 20, 40]], np.float32), where)  # type: ignore[arg-type]
+    assert points.tolist() == [list(expected)]
+
+
+@pytest.mark.parametrize(
+    ("point", "distance", "along"),
+    [((50, 10), 10.0, 0.5), ((50, -10), -10.0, 0.5), ((0, 0), 0.0, 0.0), ((150, 5), 5.0, 1.5)],
+)
+def test_signed_distance_and_projection_on_a_left_to_right_line(
+    point: tuple[float, float], distance: float, along: float
+) -> None:
+    """Line (0, 0) → (100, 0): below it (y > 0) is the right-hand side, positive."""
+    points = np.array([point], np.float64)
+    assert signed_distance_to_line(points, (0, 0), (100, 0))[0] == pytest.approx(distance)
+    assert projection_on_segment(points, (0, 0), (100, 0))[0] == pytest.approx(along)

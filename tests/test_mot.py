@@ -114,8 +114,9 @@ def test_track_command_writes_to_stdout_without_output(
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        (["--iou", "0"], "--iou 0.0: expected 0 < F <= 1"),
-        (["--max-age", "-1"], "--max-age -1: expected N >= 0"),
+        (["--iou", "0"], "--iou 0.0: 0.0 is not between 0 and 1"),
+        (["--max-age", "-1"], "--max-age -1: -1 is not between 0 and 1000"),
+        (["--min-hits", "0"], "--min-hits 0: 0 is not between 1 and 1000"),
     ],
 )
 def test_track_command_rejects_bad_options(

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from edgepipe.config import RtspSourceConfig
 from edgepipe.detect import ModelPool
 from edgepipe.pipeline import Pipeline, build
 from edgepipe.publish import FanoutPublisher
@@ -233,7 +234,7 @@ def test_two_pipelines_in_one_process_share_the_compiled_model(tmp_path: Path, s
     configs = [load_pipeline(write_config(tmp_path, n, f"{{type: file, path: {video}}}")) for n in ("a", "b")]
     pool = ModelPool()
     a, b = (build(cfg, pool, max_frames=3) for cfg in configs)
-    assert a.detector.compiled is b.detector.compiled
+    assert a.detector.compiled_for((360, 480)) is b.detector.compiled_for((360, 480))
     result = subprocess.run(
         [
             sys.executable,
@@ -260,9 +261,15 @@ class SlowDetector:
     def __init__(self, period_s: float) -> None:
         self.period_s = period_s
 
-    def stream(self, frames: Any, *, frame_waiting: Any = None) -> Iterator[tuple[Frame, Detections]]:
+    def prepare(self, frame_hw: tuple[int, int]) -> None:
+        pass
+
+    def stream(self, frames: Any, *, frame_waiting: Any = None) -> Iterator[tuple[Frame, Detections] | None]:
         for frame in frames:
-            time.sleep(self.period_s)
+            if frame is None:
+                yield None
+                continue
+            time.sleep(self.period_s)  # the work a slow detector does
             yield frame, Detections.empty()
 
 
@@ -281,6 +288,9 @@ class AgeRecorder:
     def publish_status(self, status: dict[str, object]) -> None:
         self.statuses.append(status)
 
+    def backlog(self) -> int | None:
+        return None
+
     def close(self, timeout_s: float = 5.0) -> None:
         pass
 
@@ -288,7 +298,9 @@ class AgeRecorder:
 @pytest.mark.slow
 def test_frame_age_stays_bounded_with_a_detector_slower_than_the_camera(rtsp_server: RtspServer) -> None:
     period_s = 0.3  # 3.3 fps against a 10 fps camera
-    source = RtspSource(rtsp_server.url, open_timeout_s=5.0, read_timeout_s=2.0, reconnect_initial_s=0.1)
+    source = RtspSource(
+        RtspSourceConfig(url=rtsp_server.url, open_timeout_s=5.0, read_timeout_s=2.0, reconnect_initial_s=0.1)
+    )
     recorder = AgeRecorder()
     pipeline = Pipeline(
         "latency",

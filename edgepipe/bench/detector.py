@@ -10,6 +10,7 @@ Rounds alternate limit/stage so that load from other processes hits both alike.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -21,9 +22,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edgepipe.config import DetectorConfig, FileSourceConfig, settings_from_options
 from edgepipe.detect import Detector, ModelPool
 from edgepipe.errors import ConfigError, SourceError
+from edgepipe.sources import FileSource, read_image
 from edgepipe.types import Frame
+
+# The official NanoDet evaluation: score > 0.05, class-aware NMS 0.6, at most 100 boxes per image.
+COCO_SCORE, COCO_NMS_IOU, COCO_MAX_DETECTIONS = 0.05, 0.6, 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,22 +85,11 @@ def read_frames(video: Path, count: int) -> list[Frame]:
 
 
 def iter_video(video: Path, count: int) -> Iterator[Frame]:
-    """Decode up to `count` frames of a video file, one at a time."""
-    import cv2
-
-    capture = cv2.VideoCapture(str(video))
-    if not capture.isOpened():
-        raise SourceError(f"cannot open video {video}: check the path and the codec")
-    try:
-        for index in range(count):
-            ok, image = capture.read()
-            if not ok:
-                return
-            yield Frame(
-                np.asarray(image, np.uint8), index, time.time(), capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-            )
-    finally:
-        capture.release()
+    """Decode up to `count` frames of a video file, one at a time, as the pipeline's file source does."""
+    with FileSource(FileSourceConfig(path=video)) as source:
+        for frame in itertools.islice(source.frames(), count):
+            if frame is not None:
+                yield frame
 
 
 def openvino_limit(compiled: Any, image: NDArray[np.uint8], requests: int, frames: int) -> Run:
@@ -141,21 +136,12 @@ def measure_speed(detector: Detector, video: Path, frames: int, rounds: int = 3)
     )
 
 
-def coco_eval(
-    model: Path,
-    coco_dir: Path,
-    *,
-    pool: ModelPool,
-    precision: str,
-    device: str = "CPU",
-    rgb: bool | None = None,
-) -> dict[str, float]:
+def coco_eval(model: Path, coco_dir: Path, *, pool: ModelPool, precision: str) -> dict[str, float]:
     """mAP@0.5:0.95 and AP50 on a COCO folder (val2017/ + annotations/instances_val2017.json),
     official NanoDet protocol: score > 0.05, class-aware NMS 0.6, at most 100, every class per anchor."""
     import contextlib
     import io
 
-    import cv2
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -166,20 +152,17 @@ def coco_eval(
     with contextlib.redirect_stdout(io.StringIO()):
         truth = COCO(str(annotations))
     category_ids = sorted(truth.getCatIds())  # model class i is the i-th COCO category id
-    detector = Detector(
-        model, pool=pool, device=device, precision=precision,
-        score_threshold=0.05, nms_iou=0.6, max_detections=100, multi_label=True, rgb=rgb,
-    )  # fmt: skip
+    settings = DetectorConfig(model=model, precision=precision, threshold=COCO_SCORE, nms_iou=COCO_NMS_IOU,
+                              max_detections=COCO_MAX_DETECTIONS)  # fmt: skip
+    detector = Detector(settings, pool=pool, multi_label=True)
     if len(detector.labels) != len(category_ids):
         raise ConfigError(f"{model}: {len(detector.labels)} classes, COCO has {len(category_ids)}")
     results: list[dict[str, Any]] = []
     image_ids = sorted(truth.getImgIds())
     for image_id in image_ids:
         info = truth.loadImgs(image_id)[0]
-        image = cv2.imread(str(images_dir / info["file_name"]))
-        if image is None:
-            raise SourceError(f"cannot read {images_dir / info['file_name']}")
-        found = detector.detect(Frame(np.asarray(image, np.uint8), image_id, 0.0, None))
+        image = read_image(images_dir / info["file_name"])
+        found = detector.detect(Frame(image, image_id, 0.0, None))
         for (x1, y1, x2, y2), score, class_id in zip(
             found.xyxy.tolist(), found.score.tolist(), found.class_id, strict=True
         ):
@@ -225,22 +208,24 @@ def _runs(runs: list[Run]) -> str:
 
 
 def bench_command(args: argparse.Namespace) -> int:
-    from edgepipe.detect.command import REPO, default_model
+    from edgepipe.models import default_model_path
 
-    models = [Path(m) for m in args.model] if args.model else [default_model()]
-    video = Path(args.video) if args.video else REPO.parent / "shared" / "data" / "video" / "vtest.mp4"
+    models = [Path(m) for m in args.model] if args.model else [default_model_path()]
     if args.frames < 1 or args.rounds < 1:
         raise ConfigError("--frames and --rounds must be at least 1")
+    if not args.no_speed and args.video is None:
+        raise ConfigError("--video: give a video for the speed runs (or --no-speed with --coco)")
     pool = ModelPool()
     for model in models:
         if not args.no_speed:
-            detector = Detector(
-                model,
-                pool=pool,
-                precision=args.precision,
-                performance_hint=args.hint,
-                in_flight=args.in_flight,
-            )
+            settings = settings_from_options(
+                DetectorConfig,
+                {"model": model, "precision": args.precision, "performance_hint": args.hint,
+                 "in_flight": args.in_flight},
+                {"model": "--model", "in_flight": "--in-flight"},
+            )  # fmt: skip
+            detector = Detector(settings, pool=pool)
+            video = Path(args.video)
             _print_speed(
                 model, measure_speed(detector, video, args.frames, args.rounds), args.precision, args.hint
             )

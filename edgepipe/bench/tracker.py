@@ -1,7 +1,7 @@
 """`edgepipe bench tracker`: SORT on the MOT15 sequences and on synthetic crowds.
 
 Accuracy: MOTA, IDF1 and ID switches from py-motmetrics 1.4 (IoU 0.5, gt rows with flag 0 left out),
-the settings of the SORT reference numbers in ../shared/data/PROVENANCE.md. Speed: only the
+the settings of the SORT reference numbers in the MOT15 data's PROVENANCE.md. Speed: only the
 `update` calls are timed, as CPU time of this thread, best of a few runs, for edgepipe's
 SortTracker and for roboflow `trackers`' SORTTracker (set up like SORT) on the same detections
 in the same run, and reported as ratios.
@@ -45,11 +45,6 @@ class Sequence:
     name: str
     detections: Path
     ground_truth: Path | None
-
-
-def default_data_dir() -> Path:
-    """../shared/data/mot15 beside the checkout that holds this package."""
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "mot15"
 
 
 def find_sequences(data_dir: Path) -> list[Sequence]:

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from edgepipe.errors import ConfigError, ModelError
 from edgepipe.export.arch import ARCHS, SIZES
 from edgepipe.modelcard import NANODET_MEAN_BGR, NANODET_STD_BGR, ModelCard, card_path, write_card
-from edgepipe.models import read_labels as read_label_file
+from edgepipe.modelcard import read_labels as read_label_file
 from edgepipe.models import sha256_of
 
 log = logging.getLogger(__name__)
@@ -246,14 +246,14 @@ def detection_recall(
     core: Any, fp16: Any, int8: Any, inputs: list[NDArray[np.float32]], request: ExportRequest
 ) -> tuple[int, int]:
     """(FP16 detections found again by INT8, FP16 detections): same class and IoU >= MATCH_IOU."""
-    from edgepipe.detect.nanodet import NanoDetDecoder
+    from edgepipe.detect.decoders import DecodeSettings, NanoDetPlusDecoder
 
-    decoder = NanoDetDecoder(request.size, len(request.labels))
+    decoder = NanoDetPlusDecoder(ModelCard(arch=request.arch, input_size=request.size, labels=request.labels))
+    settings = DecodeSettings(score_threshold=INT8_SCORE, nms_iou=INT8_NMS_IOU, max_detections=100)
     found = total = 0
     hw = (request.size, request.size)
     for x in inputs:
-        a, b = (decoder.decode(np.asarray(m(x)[0])[0], hw, score_threshold=INT8_SCORE, nms_iou=INT8_NMS_IOU)
-                for m in (fp16, int8))  # fmt: skip
+        a, b = (decoder.decode((np.asarray(m(x)[0]),), hw, settings) for m in (fp16, int8))
         found += count_matches(a.xyxy, a.class_id, b.xyxy, b.class_id)
         total += len(a)
     return found, total

@@ -1,12 +1,13 @@
 """Where events go: the Publisher protocol, and a fan-out to several publishers.
 
-Implementations: `mqtt.MqttPublisher` (durable outbox → MQTT) and `jsonl.JsonlSink` (a file or
-stdout). `publish` is called on the frame loop and must never wait for the network.
+Implementations: `mqtt.MqttPublisher` (durable outbox → MQTT), `jsonl.JsonlSink` (a file or
+stdout) and `CallbackPublisher` (events to a function of yours, for scripts and notebooks).
+`publish` is called on the frame loop and must never wait for the network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from edgepipe.types import Event
@@ -19,10 +20,13 @@ class Publisher(Protocol):
         """Deliver one event; must not block the frame loop on the network."""
 
     def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
-        """Running totals per rule (retained on MQTT; only the newest matters)."""
+        """Running totals per rule, after they changed (retained on MQTT; only the newest matters)."""
 
     def publish_status(self, status: dict[str, object]) -> None:
         """Periodic stats (fps, drops, source state)."""
+
+    def backlog(self) -> int | None:
+        """Messages accepted but not yet delivered (an outbox's depth); None if it keeps none."""
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what can be flushed within `timeout_s`, say "offline", release resources."""
@@ -46,6 +50,10 @@ class FanoutPublisher:
         for publisher in self.publishers:
             publisher.publish_status(status)
 
+    def backlog(self) -> int | None:
+        depths = [depth for p in self.publishers if (depth := p.backlog()) is not None]
+        return sum(depths) if depths else None
+
     def close(self, timeout_s: float = 5.0) -> None:
         errors: list[BaseException] = []
         for publisher in self.publishers:
@@ -61,3 +69,33 @@ class FanoutPublisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class CallbackPublisher:
+    """Hands each event (and, if given, each change of the totals) to a function of yours.
+
+    The functions run on the frame loop: keep them quick, or hand the work to a thread of yours."""
+
+    def __init__(
+        self,
+        on_event: Callable[[Event], object],
+        on_counts: Callable[[dict[str, dict[str, int]]], object] | None = None,
+    ) -> None:
+        self.on_event = on_event
+        self.on_counts = on_counts
+
+    def publish(self, event: Event) -> None:
+        self.on_event(event)
+
+    def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
+        if self.on_counts is not None:
+            self.on_counts(counts)
+
+    def publish_status(self, status: dict[str, object]) -> None:
+        pass
+
+    def backlog(self) -> int | None:
+        return None
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        pass

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from edgepipe.errors import ConfigError
+from edgepipe.errors import OutputError
 from edgepipe.types import Event
 
 
@@ -26,7 +26,7 @@ class JsonlSink:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 self._stream, self._owned = open(self.path, "a", encoding="utf-8"), True  # noqa: SIM115
             except OSError as err:
-                raise ConfigError(
+                raise OutputError(
                     f"cannot open the events file {self.path}: {err.strerror}; "
                     "check that its folder can be created and written to"
                 ) from err
@@ -42,6 +42,9 @@ class JsonlSink:
 
     def publish_status(self, status: dict[str, object]) -> None:
         pass
+
+    def backlog(self) -> int | None:
+        return None
 
     def close(self, timeout_s: float = 5.0) -> None:
         if self._owned and not self._stream.closed:

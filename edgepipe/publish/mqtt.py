@@ -154,7 +154,6 @@ class MqttPublisher:
         self._closing = False
         self._closed = False
         self._status: dict[str, object] = {}
-        self._last_counts: dict[str, dict[str, int]] | None = None
         self.sent = 0  # messages handed to paho
         self.delivered = 0  # acknowledged by the broker and deleted from the outbox
         self.rejected = 0  # acknowledged with a failure reason code (e.g. not authorised): deleted, logged
@@ -206,6 +205,9 @@ class MqttPublisher:
     def outbox_depth(self) -> int:
         return self._outbox.depth
 
+    def backlog(self) -> int | None:
+        return self._outbox.depth
+
     @property
     def outbox_dropped(self) -> int:
         return self._outbox.dropped
@@ -215,10 +217,7 @@ class MqttPublisher:
         self._put(self.events_topic, event.to_json().encode(), retain=False, replace_key=None)
 
     def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
-        """Queue the retained totals, replacing any not yet sent; unchanged totals are skipped."""
-        if counts == self._last_counts:
-            return
-        self._last_counts = {rule: dict(values) for rule, values in counts.items()}
+        """Queue the retained totals, replacing any not yet sent."""
         # the totals alone, e.g. {"door": {"in": 3, "out": 1}}, so templates read value_json.door.in
         self._put(self.counts_topic, _dumps(counts), retain=True, replace_key=self.counts_topic)
 

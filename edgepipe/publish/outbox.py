@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from edgepipe.errors import BrokerError
+from edgepipe.errors import OutputError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Outbox:
             self._db.execute(_SCHEMA)
             (depth,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
         except (OSError, sqlite3.Error) as err:
-            raise BrokerError(
+            raise OutputError(
                 f"cannot open the MQTT outbox {self.path}: {err}; check that its directory is writable"
             ) from err
         self._depth = int(depth)
@@ -98,7 +98,7 @@ class Outbox:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise BrokerError(
+            raise OutputError(
                 f"the MQTT outbox {lock_path.with_suffix('')} is in use by another edgepipe process; "
                 "give each pipeline its own outbox path"
             ) from None

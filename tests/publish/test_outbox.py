@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgepipe.errors import BrokerError
+from edgepipe.errors import OutputError
 from edgepipe.publish.outbox import Outbox
 
 
@@ -106,7 +106,7 @@ def test_max_age_drops_old_rows_on_open(tmp_path: Path, caplog: pytest.LogCaptur
 
 def test_second_process_on_the_same_outbox_is_refused(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.sqlite")
-    with pytest.raises(BrokerError, match=r"o.sqlite is in use by another edgepipe process"):
+    with pytest.raises(OutputError, match=r"o.sqlite is in use by another edgepipe process"):
         Outbox(tmp_path / "o.sqlite")
     box.close()
     Outbox(tmp_path / "o.sqlite").close()  # free again after close
@@ -116,7 +116,7 @@ def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(
-        BrokerError, match=r"cannot open the MQTT outbox .*file/o.sqlite: .*directory is writable"
+        OutputError, match=r"cannot open the MQTT outbox .*file/o.sqlite: .*directory is writable"
     ):
         Outbox(blocker / "o.sqlite")
 

@@ -20,18 +20,14 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from edgepipe.config import MODEL_SUFFIXES, PerformanceHint, Precision
 from edgepipe.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["auto", "f32", "bf16", "f16"]
-PerformanceHint = Literal["throughput", "latency"]
-PRECISIONS: tuple[str, ...] = ("auto", "f32", "bf16", "f16")
-HINTS: tuple[str, ...] = ("throughput", "latency")
 # "auto" leaves the precision to OpenVINO: bf16 on CPUs that have it, f32 elsewhere. Measured on this
 # 2-core AVX512-BF16 EPYC with nanodet-plus-m_416 (edgepipe bench detector): bf16 ran ~1.7x faster
 # than f32 and COCO-subset mAP moved by +0.002 (416) / -0.005 (320); exactness tests ask for "f32".
-MODEL_SUFFIXES = (".xml", ".onnx")
 MAX_COMPILED = 16  # compiled models kept per pool (one per model file, settings and frame size)
 
 T = TypeVar("T")
@@ -46,6 +42,9 @@ class Preprocess:
     mean_bgr: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std_bgr: tuple[float, float, float] = (1.0, 1.0, 1.0)
     rgb: bool = False  # the network wants RGB order: reverse the channels
+    # (height, width) the frame is resized to inside the input, the rest padded with black at the
+    # bottom/right (letterbox); None stretches the frame to the whole input
+    inner_hw: tuple[int, int] | None = None
     # > 0: add a second output, the max over the first `row_max_columns` values of each row of
     # output 0 ([1, N, D] → [1, N]). Computed by the inference threads while the output is still in
     # cache, it lets Python pre-filter rows without reading the whole output.
@@ -78,11 +77,7 @@ def _resolve_device(core: Any, device: str) -> str:
     return device
 
 
-def _compile_config(device: str, precision: str, hint: str) -> dict[str, str]:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if hint not in HINTS:
-        raise ConfigError(f"performance_hint {hint!r} is not one of {', '.join(HINTS)}")
+def _compile_config(device: str, precision: Precision, hint: PerformanceHint) -> dict[str, str]:
     config = {"PERFORMANCE_HINT": hint.upper()}
     if precision != "auto" and device.split(".")[0] in ("CPU", "GPU"):  # AUTO/NPU reject this key
         config["INFERENCE_PRECISION_HINT"] = precision
@@ -127,6 +122,10 @@ class ModelPool:
 
     def available_devices(self) -> list[str]:
         return list(self.core.available_devices)
+
+    def check_device(self, device: str) -> None:
+        """ConfigError unless the device (or each device of an AUTO:/MULTI:/HETERO: list) is here."""
+        _resolve_device(self.core, device)
 
     def read(self, path: Path) -> Any:
         """The ov.Model of a file, read once; a missing or unreadable file is a ModelError."""
@@ -178,8 +177,8 @@ class ModelPool:
         frame_hw: tuple[int, int],
         *,
         device: str,
-        precision: str,
-        performance_hint: str,
+        precision: Precision,
+        performance_hint: PerformanceHint,
     ) -> Any:
         """The compiled model for these settings and frames of `frame_hw` pixels, built on first
         use and then shared. One compile per frame size: with a dynamic-shape input, OpenVINO
@@ -235,9 +234,10 @@ def _add_row_max(model: Any, columns: int) -> Any:
 
 
 def _add_preprocessing(model: Any, pre: Preprocess, frame_hw: tuple[int, int]) -> Any:
-    """Resize from frame_hw, BGR→RGB if wanted, u8→f32 and mean/std, NHWC→layout, inside the model."""
+    """Resize from frame_hw (and letterbox-pad), BGR→RGB if wanted, u8→f32 and mean/std,
+    NHWC→layout, inside the model."""
     from openvino import Layout, Type
-    from openvino.preprocess import ColorFormat, PrePostProcessor, ResizeAlgorithm
+    from openvino.preprocess import ColorFormat, PaddingMode, PrePostProcessor, ResizeAlgorithm
 
     ppp = PrePostProcessor(model)
     tensor = ppp.input().tensor()
@@ -245,13 +245,34 @@ def _add_preprocessing(model: Any, pre: Preprocess, frame_hw: tuple[int, int]) -
     tensor.set_color_format(ColorFormat.BGR)
     steps = ppp.input().preprocess()
     # resize first, on u8: as cheap as possible, and the same order as cv2.resize then normalise
-    steps.resize(ResizeAlgorithm.RESIZE_LINEAR)
+    if pre.inner_hw is None:
+        steps.resize(ResizeAlgorithm.RESIZE_LINEAR)
+    else:
+        side = _input_side(model, pre.layout)
+        inner_h, inner_w = pre.inner_hw
+        steps.resize(ResizeAlgorithm.RESIZE_LINEAR, inner_h, inner_w)
+        # OpenVINO pads real types only: pad black in f32 (back to u8 below for a u8 network)
+        steps.convert_element_type(Type.f32)
+        steps.pad([0, 0, 0, 0], [0, side - inner_h, side - inner_w, 0], 0.0, PaddingMode.CONSTANT)
     if pre.rgb:
         steps.convert_color(ColorFormat.RGB)
     if pre.normalize:
-        steps.convert_element_type(Type.f32).mean(list(pre.mean_bgr)).scale(list(pre.std_bgr))
+        # mean/std are given in BGR order; after a swap the channels are R, G, B
+        mean, std = list(pre.mean_bgr), list(pre.std_bgr)
+        if pre.rgb:
+            mean.reverse()
+            std.reverse()
+        steps.convert_element_type(Type.f32).mean(mean).scale(std)
+    elif pre.inner_hw is not None:
+        steps.convert_element_type(Type.u8)
     ppp.input().model().set_layout(Layout(pre.layout))
     return ppp.build()
+
+
+def _input_side(model: Any, layout: str) -> int:
+    """The square network input's side S."""
+    shape = [int(d) for d in model.inputs[0].get_shape()]
+    return shape[2] if layout == "NCHW" else shape[1]
 
 
 def check_image(image: NDArray[np.uint8], where: str) -> NDArray[np.uint8]:
@@ -286,15 +307,15 @@ def infer_one(request: Any, image: NDArray[np.uint8]) -> Outputs:
 
 
 def infer_stream(
-    compiled_for: Callable[[tuple[int, int]], Any],
-    items: Iterable[T],
+    requests_for: Callable[[tuple[int, int]], list[Any]],
+    items: Iterable[T | None],
     image_of: Callable[[T], NDArray[np.uint8]],
-    in_flight: int,
     frame_waiting: Callable[[], bool] | None = None,
-) -> Iterator[tuple[T, Outputs]]:
-    """Run `image_of(item)` (1, H, W, 3) through `in_flight` async requests of `compiled_for((H, W))`;
+) -> Iterator[tuple[T, Outputs] | None]:
+    """Run `image_of(item)` (1, H, W, 3) through the async requests `requests_for((H, W))` gives;
     yield (item, outputs) in input order. The outputs are views into the request, valid until the
-    next item is pulled (use them, or copy them, before that: this saves a copy per frame).
+    next item is pulled (use them, or copy them, before that: this saves a copy per frame). A None
+    item (nothing arrived for a while) finishes the requests in flight and is yielded as None.
 
     No Python completion callback: the caller's thread waits for the oldest request, reads its
     outputs and reuses it, so inference errors surface here. (A Python callback, as with
@@ -324,18 +345,22 @@ def infer_stream(
         while True:
             try:
                 item = next(source)
-                image = image_of(item)
+                image = image_of(item) if item is not None else None
             except StopIteration:
                 break
             except Exception as error:  # a bad frame or a failing source: first deliver the ones before it
                 failure = error
                 break
+            if item is None or image is None:
+                while pending:
+                    yield finish_oldest()
+                yield None
+                continue
             frame_hw = (int(image.shape[1]), int(image.shape[2]))
             if frame_hw != requests_hw:
                 while pending:
                     yield finish_oldest()
-                compiled = compiled_for(frame_hw)
-                free[:] = [compiled.create_infer_request() for _ in range(in_flight)]
+                free[:] = requests_for(frame_hw)
                 requests_hw = frame_hw
             if not free:
                 yield finish_oldest()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgepipe.errors import ConfigError
+from edgepipe.errors import OutputError
 from edgepipe.publish import FanoutPublisher
 from edgepipe.publish.jsonl import JsonlSink
 from edgepipe.types import Event
@@ -48,9 +48,9 @@ def test_missing_folders_are_created(tmp_path: Path) -> None:
     assert (tmp_path / "state" / "events.jsonl").read_text() == event(1).to_json() + "\n"
 
 
-def test_unwritable_path_is_a_config_error(tmp_path: Path) -> None:
+def test_unwritable_path_is_an_output_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    with pytest.raises(ConfigError, match=r"cannot open the events file .*/file/events.jsonl: File exists"):
+    with pytest.raises(OutputError, match=r"cannot open the events file .*/file/events.jsonl: File exists"):
         JsonlSink(tmp_path / "file" / "events.jsonl")
 
 

@@ -1,16 +1,18 @@
-"""The OpenVINO side (edgepipe/detect/openvino.py): reading files, devices, preprocessing, async order."""
+"""Where the model runs (edgepipe/detect/runtime.py): reading files, devices, preprocessing, async order."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
-from edgepipe.detect.openvino import ModelPool, Preprocess, check_image, infer_one, infer_stream
+from edgepipe.detect.runtime import ModelPool, Preprocess, check_image, infer_one, infer_stream
 from edgepipe.errors import ConfigError, ModelError
 
+T = TypeVar("T")
 FLOAT_PRE = Preprocess(layout="NCHW", normalize=True, mean_bgr=(1.0, 2.0, 3.0), std_bgr=(2.0, 2.0, 2.0))
 
 
@@ -86,21 +88,6 @@ def test_absent_device_is_a_config_error_listing_the_available_ones(
     assert str(error.value) == (
         f"device {wanted!r} is not available on this machine; available: CPU (or AUTO). Set device to one of them."
     )
-
-
-@pytest.mark.parametrize(
-    ("precision", "hint", "message"),
-    [
-        ("fp32", "latency", "precision 'fp32' is not one of auto, f32, bf16, f16"),
-        ("f32", "fast", "performance_hint 'fast' is not one of throughput, latency"),
-    ],
-)
-def test_bad_precision_or_hint_is_a_config_error(
-    pool: ModelPool, tmp_path: Path, precision: str, hint: str, message: str
-) -> None:
-    model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
-    with pytest.raises(ConfigError, match=message):
-        pool.compile(model, FLOAT_PRE, (32, 32), device="CPU", precision=precision, performance_hint=hint)
 
 
 def test_pool_compiles_once_per_settings_and_frame_size(pool: ModelPool, tmp_path: Path) -> None:
@@ -201,11 +188,15 @@ def test_stream_yields_in_input_order_and_reraises_on_the_callers_thread(
 ) -> None:
     model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
 
-    def compiled(frame_hw: tuple[int, int]) -> object:
-        plain = Preprocess(layout="NCHW", normalize=True)
-        return pool.compile(
-            model, plain, frame_hw, device="CPU", precision="f32", performance_hint="throughput"
-        )
+    def requests(in_flight: int) -> Callable[[tuple[int, int]], list[Any]]:
+        def make(frame_hw: tuple[int, int]) -> list[Any]:
+            plain = Preprocess(layout="NCHW", normalize=True)
+            compiled = pool.compile(
+                model, plain, frame_hw, device="CPU", precision="f32", performance_hint="throughput"
+            )
+            return [compiled.create_infer_request() for _ in range(in_flight)]
+
+        return make
 
     # runs of one size, then another (the model is swapped in between); the value encodes the item
     items = [(v, (8 + 97 * (v // 4), 16 + 53 * (v // 4))) for v in range(12)]
@@ -216,7 +207,7 @@ def test_stream_yields_in_input_order_and_reraises_on_the_callers_thread(
 
     # outputs are views into the requests, valid until the next item is pulled: copy them
     results = [
-        (item, outputs[0].copy()) for item, outputs in infer_stream(compiled, items, image_of, in_flight=4)
+        (item, outputs[0].copy()) for item, outputs in _delivered(infer_stream(requests(4), items, image_of))
     ]
     assert [item[0] for item, _ in results] == list(range(12))
     np.testing.assert_allclose([out[0, 0] for _, out in results], range(12), atol=1e-4)
@@ -228,7 +219,7 @@ def test_stream_yields_in_input_order_and_reraises_on_the_callers_thread(
 
     seen = []
     with pytest.raises(ValueError, match="item 5: image is grayscale"):
-        for item, _ in infer_stream(compiled, items, failing, in_flight=3):
+        for item, _ in _delivered(infer_stream(requests(3), items, failing)):
             seen.append(item[0])
     assert seen == [0, 1, 2, 3, 4]  # the ones before the bad item are delivered, in order
 
@@ -251,7 +242,53 @@ def test_stream_delivers_each_result_before_waiting_for_a_live_frame(pool: Model
     def image_of(value: int) -> np.ndarray:
         return check_image(np.full((8, 8, 3), value, np.uint8), f"item {value}")
 
-    for value, outputs in infer_stream(lambda hw: compiled, frames(), image_of, 4, lambda: False):
+    requests = [compiled.create_infer_request() for _ in range(4)]
+    for value, outputs in _delivered(infer_stream(lambda hw: requests, frames(), image_of, lambda: False)):
         assert outputs[0][0, 0] == pytest.approx(value, abs=1e-4)
         log.append(f"result {value}")
     assert log == ["take 0", "result 0", "take 1", "result 1", "take 2", "result 2", "take 3", "result 3"]
+
+
+def test_an_idle_tick_finishes_the_requests_in_flight_and_passes_through(
+    pool: ModelPool, tmp_path: Path
+) -> None:
+    """None in the input (a live source had no frame for a while) comes out in its place, after
+    every frame before it: the loop can feed the watchdog without holding results back."""
+    model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
+    plain = Preprocess(layout="NCHW", normalize=True)
+    compiled = pool.compile(
+        model, plain, (8, 8), device="CPU", precision="f32", performance_hint="throughput"
+    )
+    requests = [compiled.create_infer_request() for _ in range(4)]
+
+    def image_of(value: int) -> np.ndarray:
+        return check_image(np.full((8, 8, 3), value, np.uint8), f"item {value}")
+
+    out = [
+        None if item is None else item[0]
+        for item in infer_stream(lambda hw: requests, [0, 1, None, 2, None], image_of)
+    ]
+    assert out == [0, 1, None, 2, None]
+
+
+def _delivered(items: Iterator[tuple[T, Any] | None]) -> Iterator[tuple[T, Any]]:
+    """The results of a stream without idle ticks (asserting there were none)."""
+    for item in items:
+        assert item is not None
+        yield item
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_pads_with_black(pool: ModelPool, tmp_path: Path) -> None:
+    """A 16x32 frame in a 32x32 input with letterbox: the frame fills the top half, black below,
+    so the per-channel means are half the frame's colour; stretched, they are the colour itself."""
+    model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
+    image = check_image(np.full((16, 32, 3), (10, 20, 30), np.uint8), "test")
+    means = {}
+    for inner_hw in (None, (16, 32)):
+        pre = Preprocess(layout="NCHW", normalize=True, inner_hw=inner_hw)
+        compiled = pool.compile(
+            model, pre, (16, 32), device="CPU", precision="f32", performance_hint="latency"
+        )
+        means[inner_hw] = infer_one(compiled.create_infer_request(), image)[0].copy()
+    np.testing.assert_allclose(means[None], [[10.0, 20.0, 30.0]], atol=1e-4)
+    np.testing.assert_allclose(means[(16, 32)], [[5.0, 10.0, 15.0]], atol=1e-4)

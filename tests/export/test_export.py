@@ -24,6 +24,8 @@ from edgepipe.export.convert import count_matches, preprocess, read_images  # no
 from edgepipe.export.model import NanoDetPlus, folded_conv_parameters, randomize  # noqa: E402
 from edgepipe.modelcard import read_card  # noqa: E402
 
+pytestmark = pytest.mark.slow  # torch: never in the fast lane
+
 M = ARCHS["nanodet-plus-m"]
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 

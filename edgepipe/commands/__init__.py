@@ -1,0 +1,10 @@
+"""The subcommands, one module each: `add_parser(sub)` declares the options, `main(args)` runs it.
+
+Modules import what they need inside `main`, so `edgepipe --help` is instant.
+"""
+
+from __future__ import annotations
+
+from edgepipe.commands import bench, check, detect, export, models, run, track
+
+ALL = (run, check, detect, track, bench, models, export)  # in the order `edgepipe --help` lists them

@@ -1,0 +1,63 @@
+"""`edgepipe bench tracker|detector`: speed as ratios against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgepipe.errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bench", help="benchmarks: speed as ratios against a baseline measured in the same run"
+    )
+    what = p.add_subparsers(dest="bench_target", required=True, metavar="{tracker,detector}")
+
+    tracker = what.add_parser(
+        "tracker", help="SORT on MOT sequences: MOTA/IDF1 and speed against a PyPI SORT"
+    )
+    tracker.add_argument(
+        "--data", required=True, metavar="DIR", help="folder of MOT sequences (<seq>/det/det.txt)"
+    )
+    tracker.add_argument(
+        "--repeats", type=int, default=3, metavar="N", help="speed runs per case, best kept (3)"
+    )
+    tracker.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    tracker.set_defaults(handler=bench_tracker)
+
+    detector = what.add_parser("detector", help="detector FPS against OpenVINO's own throughput; COCO mAP")
+    detector.add_argument("--model", action="append", metavar="M", help="model file; repeat for several")
+    detector.add_argument("--video", metavar="V", help="video for the speed runs (needed unless --no-speed)")
+    detector.add_argument("--frames", type=int, default=200, metavar="N", help="frames per speed round (200)")
+    detector.add_argument(
+        "--rounds", type=int, default=3, metavar="N", help="alternating limit/stage rounds (3)"
+    )
+    detector.add_argument("--precision", default="auto", choices=("auto", "f32", "bf16", "f16"))
+    detector.add_argument("--hint", default="throughput", choices=("throughput", "latency"))
+    detector.add_argument(
+        "--in-flight", type=int, metavar="N", help="requests in flight (default: optimal + 1)"
+    )
+    detector.add_argument(
+        "--coco", metavar="DIR", help="also evaluate mAP on a COCO folder (val2017/, annotations/)"
+    )
+    detector.add_argument("--no-speed", action="store_true", help="skip the speed runs (with --coco)")
+    detector.set_defaults(handler=bench_detector)
+
+
+def bench_tracker(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from edgepipe.bench.tracker import SortParams, format_report, run_benchmark
+
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats {args.repeats}: expected N >= 1")
+    report = run_benchmark(Path(args.data), SortParams(), args.repeats)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def bench_detector(args: argparse.Namespace) -> int:
+    from edgepipe.bench.detector import bench_command
+
+    return bench_command(args)
