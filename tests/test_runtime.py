@@ -27,6 +27,7 @@ from edgepipe.sources import RtspSource
 from edgepipe.track import SortTracker
 from edgepipe.types import Detections, Frame
 from tests.fixtures.rtsp import RtspServer
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "models" / "nanodet-plus-m_320_fp16.xml"
@@ -95,6 +96,18 @@ class NotifyListener:
             f"no sd_notify message matching {pattern!r} in {timeout_s} s: {self.messages[-5:]}"
         )
 
+    def frames_once_above(self, frames: int, timeout_s: float) -> int:
+        """Wait for a status line of a connected source with more than `frames` frames; its count."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = self.wait_for(
+                r"STATUS=\w+: (\d+) frames.*source state connected", deadline - time.monotonic()
+            )
+            if int(found.group(1)) > frames:
+                return int(found.group(1))
+            self.messages.remove(found.string)
+        raise AssertionError(f"no status line with more than {frames} frames in {timeout_s} s")
+
     def drain(self) -> None:
         self.sock.settimeout(0.0)
         try:
@@ -134,11 +147,7 @@ def test_sigterm_mid_run_exits_cleanly_with_every_event_flushed(
     process = start(str(config), "--events", str(events_path), env=listener.env())
     try:
         listener.wait_for(r"^READY=1", timeout_s=60)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (
-            events_path.exists() and events_path.read_text().count("\n") >= 2
-        ):
-            time.sleep(0.2)
+        wait_until(lambda: events_path.exists() and events_path.read_text().count("\n") >= 2, timeout_s=60)
         listener.wait_for(r"STATUS=demo: \d+ frames", timeout_s=10)
         listener.drain()  # like systemd, read what is queued, so STOPPING=1 finds room
         sent_at = time.monotonic()
@@ -201,21 +210,18 @@ def test_rtsp_drop_during_run_reconnects_and_keeps_counting(
         f"{{type: rtsp, url: '{rtsp_server_fn.url}', open_timeout_s: 5, read_timeout_s: 2, "
         "reconnect_initial_s: 0.1, reconnect_max_s: 0.5}"
     )
-    # no periodic status in this test: every status below comes from a source state change
-    config = write_config(tmp_path, "cam", source, status_interval_s=600)
+    config = write_config(tmp_path, "cam", source, status_interval_s=0.5)
     process = start(str(config), env=listener.env())
     try:
         listener.wait_for(r"^READY=1", timeout_s=60)
-        before = int(listener.wait_for(r"STATUS=cam: (\d+) frames.*source state connected", 10).group(1))
-        time.sleep(1.0)  # let frames flow
+        before = listener.frames_once_above(0, timeout_s=10)  # frames flow
         rtsp_server_fn.kill()
         listener.wait_for(r"source state (reconnecting|failed)", timeout_s=10)
         rtsp_server_fn.start()
         # drop the messages seen so far: the next "connected" must come after the reconnect
         listener.messages.clear()
-        listener.wait_for(r"source state connected", timeout_s=20)
-        after = int(listener.wait_for(r"STATUS=cam: (\d+) frames.*source state connected", 10).group(1))
-        time.sleep(1.0)
+        after = int(listener.wait_for(r"STATUS=cam: (\d+) frames.*source state connected", 20).group(1))
+        listener.frames_once_above(after + 5, timeout_s=10)  # and flow again
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     finally:

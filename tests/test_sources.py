@@ -6,7 +6,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from edgepipe.sources import (
 )
 from edgepipe.types import Frame
 from tests.fixtures.rtsp import RtspServer, free_port
+from tests.waiting import wait_until
 
 SIZE_WH = (64, 48)
 
@@ -65,15 +66,6 @@ def image_source(path: Path, **settings: Any) -> ImageFolderSource:
 def frames_of(source: Source) -> Iterator[Frame]:
     """The frames of a source without its idle ticks."""
     return (frame for frame in source.frames() if frame is not None)
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 # ---------------------------------------------------------------- files

@@ -131,7 +131,7 @@ def _as_supervision(frames: list[Detections]) -> list[Any]:
 
 def time_per_frame(frames: list[Detections], params: SortParams, skip: int = 0) -> tuple[float, float]:
     """Mean seconds per update call, ours then the peer's, over frames[skip:] (the first `skip`
-    run untimed). CPU time of this thread (`time.thread_time`): other processes on a shared
+    run untimed). CPU time of this thread (`time.thread_time`): other processes on a busy
     machine then slow neither side down."""
     ours = SortTracker(params.max_age, params.min_hits, params.iou_threshold)
     ours_s = _timed_updates(ours.update, frames, skip)

@@ -104,7 +104,7 @@ def _ov_message(error: Exception) -> str:
 
 
 class ModelPool:
-    """One `ov.Core` and its compiled models, shared by every pipeline of a process."""
+    """One `ov.Core` and its compiled models, one for every pipeline of a process."""
 
     def __init__(self) -> None:
         self._core: Any = None
@@ -181,7 +181,7 @@ class ModelPool:
         performance_hint: PerformanceHint,
     ) -> Any:
         """The compiled model for these settings and frames of `frame_hw` pixels, built on first
-        use and then shared. One compile per frame size: with a dynamic-shape input, OpenVINO
+        use and then reused. One compile per frame size: with a dynamic-shape input, OpenVINO
         2026.4's CPU plugin corrupted memory when async requests ran after others (segfaults,
         wrong outputs); a static size is also the plugin's fast path."""
         path = Path(path)

@@ -5,8 +5,8 @@ Threads: the frame loop only inserts outbox rows (`publish`, `publish_counts`); 
 thread (`loop_start`) connects, reconnects with capped exponential backoff and reports acks; one
 sender thread moves rows from the outbox to paho with at most `max_inflight` unacknowledged. paho
 calls `on_publish` while holding its own lock, so the callback only queues the message id and the
-sender thread (the one owner of the mid → row map) deletes the row: no lock is shared between
-the two threads, hence no deadlock.
+sender thread (the one owner of the mid → row map) deletes the row: no lock is taken by both
+threads, hence no deadlock.
 
 Within one process paho itself resends its unacknowledged messages after a reconnect (DUP flag),
 so a row handed to paho is never handed over again; across processes the outbox is the truth and
@@ -149,7 +149,7 @@ class MqttPublisher:
         )
         context = _tls_context(tls_ca_file, tls_cert_file, tls_key_file, tls_insecure) if use_tls else None
 
-        # state shared with paho's thread: plain attributes written by one side only
+        # state seen by paho's thread too: plain attributes written by one side only
         self._connected = False
         self._closing = False
         self._closed = False
@@ -361,7 +361,7 @@ class MqttPublisher:
     def _on_publish(
         self, client: mqtt.Client, userdata: object, mid: int, reason_code: ReasonCode, properties: object
     ) -> None:
-        # Called under paho's message lock: only hand the ack over, never touch shared state here.
+        # Called under paho's message lock: only hand the ack over, never touch state the sender owns.
         self._acks.put((mid, reason_code))
         self._wake.set()
 

@@ -18,6 +18,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -55,19 +56,25 @@ class Message:
 
 
 class Outbox:
-    """SQLite-backed FIFO shared by the frame loop (put) and the sender thread (pending, ack).
+    """SQLite-backed FIFO used by the frame loop (put) and the sender thread (pending, ack).
 
     One process per file: a lock file beside the database keeps a second pipeline with the same
     outbox from sending the same rows twice."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, max_messages: int = 100_000, max_age_s: float = 7 * 24 * 3600
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_messages: int = 100_000,
+        max_age_s: float = 7 * 24 * 3600,
+        clock: Callable[[], float] = time.time,
     ):
         if max_messages < 1 or max_age_s <= 0:
             raise ValueError(
                 f"outbox bounds must be positive: max_messages={max_messages}, max_age_s={max_age_s}"
             )
         self.path = Path(path)
+        self._clock = clock  # wall clock: rows keep their creation time across restarts
         self.max_messages = max_messages
         self.max_age_s = max_age_s
         self.dropped = 0
@@ -89,7 +96,7 @@ class Outbox:
             ) from err
         self._depth = int(depth)
         with self._lock:
-            self._enforce_bounds(time.time())
+            self._enforce_bounds(self._clock())
 
     @staticmethod
     def _take_lock(lock_path: Path) -> IO[bytes]:
@@ -114,7 +121,7 @@ class Outbox:
     ) -> int:
         """Store a message and return its id. With `replace_key`, an older row with the same key is
         replaced (retained totals: only the newest matters)."""
-        now = time.time()
+        now = self._clock()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

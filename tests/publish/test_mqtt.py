@@ -1,16 +1,13 @@
 """MqttPublisher against a real mosquitto and a real paho subscriber: exact payloads, retained
-counts/status, Last Will, broker outage, SIGKILL with the broker down, bad settings."""
+counts/status, Last Will, bad settings. The broker outage and the SIGKILL with the broker down run
+end to end through `edgepipe run` in tests/test_pipeline_mqtt.py."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import subprocess
 import sys
-import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +17,8 @@ from edgepipe.errors import BrokerError
 from edgepipe.publish.mqtt import MqttPublisher
 from edgepipe.publish.outbox import Outbox
 from edgepipe.types import Event
-from tests.fixtures.mqtt import Broker, Subscriber, TlsFiles, door_frame, door_rules, door_traffic, free_port
+from tests.fixtures.mqtt import Broker, Subscriber, TlsFiles, free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -73,9 +71,7 @@ def test_events_counts_and_status_reach_a_subscriber_exactly(
     assert sub.wait_for(lambda s: any("fps" in p for p in s.payloads(STATUS)))
     assert pub.connected
     # the subscriber can see a message before the publisher's sender thread has taken its PUBACK
-    deadline = time.monotonic() + 10
-    while pub.delivered < 21 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: pub.delivered >= 21, timeout_s=10)
     assert (pub.delivered, pub.outbox_depth) == (21, 0)
     pub.close()
     assert sub.wait_for(lambda s: s.payloads(STATUS)[-1]["state"] == "offline")
@@ -154,115 +150,6 @@ def test_last_will_says_offline_when_the_process_dies(
     assert sub.wait_for(lambda s: [p["state"] for p in s.payloads()] == ["online", "offline"])
 
 
-@pytest.mark.slow
-def test_broker_outage_of_10_s_loses_nothing(
-    mosquitto: Callable[..., Broker], subscribe: Callable[..., Subscriber], tmp_path: Path
-) -> None:
-    """Rules produce events at ~10/s; the broker is stopped for 10.5 s in the middle and restarted.
-    The subscriber (persistent session, so the restarted broker queues for it) gets every id."""
-    broker = mosquitto(persistence=True)
-    sub = subscribe(broker, EVENTS, session=True, client_id="outage-sub")
-    pub = publisher(broker, tmp_path)
-    rules = door_rules("door")
-    produced: list[Event] = []
-    depth_during_outage = 0
-    index = 0
-
-    def run_for(seconds: float) -> None:
-        nonlocal index
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            for e in rules.update(door_traffic(index), door_frame(index)):
-                pub.publish(e)
-                produced.append(e)
-            pub.publish_counts(rules.counts())
-            index += 1
-            time.sleep(0.02)
-
-    run_for(2.0)
-    assert sub.wait_for(lambda s: len(s.messages) > 0)
-    broker.stop()
-    run_for(10.5)
-    depth_during_outage = pub.outbox_depth
-    assert not pub.connected
-    broker.start()
-    run_for(2.0)
-    pub.close(timeout_s=30)
-    assert sub.wait_for(lambda s: set(ids(s.payloads())) >= {e.id for e in produced}, timeout_s=30)
-    received = sub.payloads()
-    counts = Counter(ids(received))
-    duplicates = sum(c - 1 for c in counts.values())
-    print(
-        f"\noutage: produced {len(produced)} events, received {len(received)} messages, "
-        f"{len(counts)} unique, {duplicates} duplicates, outbox depth during outage {depth_during_outage}"
-    )
-    assert set(counts) == {e.id for e in produced}
-    by_id = {e.id: e.to_dict() for e in produced}
-    assert all(m == by_id[m["id"]] for m in received)
-    assert depth_during_outage > 10
-    assert pub.reconnects >= 1
-    assert outbox_depth(tmp_path / "outbox.sqlite") == 0
-
-
-_CHILD = """
-import sys, time
-from edgepipe.publish import FanoutPublisher
-from edgepipe.publish.jsonl import JsonlSink
-from edgepipe.publish.mqtt import MqttPublisher
-from tests.fixtures.mqtt import door_frame, door_rules, door_traffic
-port, outbox, jsonl, frames = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-# the outbox commits before the JSON line is written, so every id in the file is in the outbox
-pub = FanoutPublisher([MqttPublisher("door", host="127.0.0.1", port=port, outbox_path=outbox, reconnect_max_s=1),
-                       JsonlSink(jsonl)])
-rules = door_rules("door")
-for index in range(frames):
-    for event in rules.update(door_traffic(index), door_frame(index)):
-        pub.publish(event)
-    time.sleep(0.01)
-pub.close(timeout_s=30)
-"""
-
-
-@pytest.mark.slow
-def test_sigkill_while_the_broker_is_down_then_restart_delivers_the_backlog(
-    mosquitto: Callable[..., Broker], subscribe: Callable[..., Subscriber], tmp_path: Path
-) -> None:
-    broker = mosquitto(persistence=True)
-    subscribe(broker, EVENTS, session=True, client_id="restart-sub").close()  # leave a session behind
-    broker.stop()
-    outbox, jsonl = tmp_path / "outbox.sqlite", tmp_path / "produced.jsonl"
-    cmd = [sys.executable, "-c", _CHILD, str(broker.port), str(outbox), str(jsonl)]
-    first = subprocess.Popen([*cmd, "100000"], cwd=REPO)
-    try:
-        deadline = time.monotonic() + 60
-        while (not jsonl.exists() or jsonl.read_text().count("\n") < 30) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        os.kill(first.pid, signal.SIGKILL)  # mid-run, with the broker down
-        first.wait()
-    assert first.returncode == -signal.SIGKILL
-    produced = [json.loads(line) for line in jsonl.read_text().splitlines() if line.endswith("}")]
-    assert len(produced) >= 30
-    backlog = outbox_depth(outbox)
-
-    broker.start()
-    sub = subscribe(broker, EVENTS, session=True, client_id="restart-sub")
-    second = subprocess.run([*cmd, "0"], cwd=REPO, timeout=60)  # no new frames: only the backlog
-    assert second.returncode == 0
-    assert sub.wait_for(lambda s: set(ids(s.payloads())) >= set(ids(produced)), timeout_s=20)
-    received = sub.payloads()
-    counts = Counter(ids(received))
-    print(
-        f"\nrestart: produced {len(produced)} events before SIGKILL, outbox backlog {backlog}, "
-        f"received {len(received)} messages, {len(counts)} unique, {sum(c - 1 for c in counts.values())} duplicates"
-    )
-    assert set(ids(produced)) <= set(counts)
-    # at most the one event committed to the outbox but not yet written to the JSON file when killed
-    assert len(set(counts) - set(ids(produced))) <= 1
-    assert backlog in (len(produced), len(produced) + 1)
-    assert outbox_depth(outbox) == 0
-
-
 # ---------------------------------------------------------------- bad settings
 def test_unreachable_broker_logs_a_retry_line_and_keeps_events(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -274,9 +161,7 @@ def test_unreachable_broker_logs_a_retry_line_and_keeps_events(
         )
         for n in range(5):
             pub.publish(event(n))  # never blocks, never raises
-        deadline = time.monotonic() + 10
-        while pub.connect_failures < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: pub.connect_failures >= 2, timeout_s=10)
         assert not pub.connected
         pub.close(timeout_s=0.5)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -300,9 +185,7 @@ def test_wrong_password_is_a_clear_error_and_never_logged(
     backlog.close()
     with caplog.at_level(logging.INFO, logger="edgepipe.publish"):
         pub = publisher(broker, tmp_path, username="edge", password="wrong-staple-42")
-        deadline = time.monotonic() + 10
-        while pub.connect_failures < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: pub.connect_failures >= 2, timeout_s=10)
         assert not pub.connected
         pub.close(timeout_s=0.5)
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
@@ -338,9 +221,7 @@ def test_a_message_the_broker_refuses_is_dropped_with_an_error_not_retried_forev
         pub = publisher(broker, tmp_path, username="edge", password="pw")
         pub.publish(event(1))
         pub.publish_counts({"entry": {"in": 1}})
-        deadline = time.monotonic() + 10
-        while pub.delivered + pub.rejected < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: pub.delivered + pub.rejected >= 2, timeout_s=10)
         pub.close()
     assert (pub.delivered, pub.rejected) == (1, 1)
     assert (
@@ -363,9 +244,7 @@ def test_tls_with_ca_and_client_certificate_delivers(
     )
     for n in range(3):
         pub.publish(event(n))
-    deadline = time.monotonic() + 10
-    while pub.delivered < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: pub.delivered >= 3, timeout_s=10)
     assert (pub.connected, pub.delivered, pub.outbox_depth) == (True, 3, 0)
     pub.close()
 
@@ -376,9 +255,7 @@ def test_tls_with_a_ca_that_did_not_sign_the_server_retries_with_a_warning(
     broker = mosquitto(tls=tls_files)
     with caplog.at_level(logging.WARNING, logger="edgepipe.publish"):
         pub = publisher(broker, tmp_path, tls_ca_file=tls_files.client_cert)  # a certificate, not our CA
-        deadline = time.monotonic() + 10
-        while pub.connect_failures < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: pub.connect_failures >= 1, timeout_s=10)
         assert not pub.connected
         pub.close(timeout_s=0.1)
     assert f"cannot connect to MQTT broker 127.0.0.1:{broker.port}" in caplog.text

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -93,12 +92,11 @@ def test_max_messages_drops_the_oldest_with_one_warning(
 
 def test_max_age_drops_old_rows_on_open(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "o.sqlite"
-    box = Outbox(path)
+    box = Outbox(path, clock=lambda: 1_000.0)
     box.put("t", b"old", qos=1, retain=False)
     box.close()
-    time.sleep(0.3)
     with caplog.at_level(logging.WARNING):
-        box = Outbox(path, max_age_s=0.2)
+        box = Outbox(path, max_age_s=0.2, clock=lambda: 1_000.3)  # opened 0.3 s later
     assert (box.depth, box.dropped) == (0, 1)
     assert "dropped the 1 oldest unsent messages" in caplog.text
     box.close()
