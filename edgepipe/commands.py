@@ -17,6 +17,7 @@ from edgepipe.pipeline import Pipeline, RunStats, build, build_detector, build_r
 from edgepipe.runtime import Runtime, run_pipelines
 from edgepipe.sources import Source
 from edgepipe.systemd import Notifier
+from edgepipe.types import Counts, totals
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def load_all(paths: Sequence[str]) -> list[PipelineConfig]:
     return configs
 
 
-def summary_text(name: str, stats: RunStats, counts: dict[str, dict[str, int]]) -> str:
+def summary_text(name: str, stats: RunStats, counts: Counts) -> str:
     events = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.events.items())) or "none"
     lines = [
         f"{name}: {stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} fps), "
@@ -74,7 +75,14 @@ def summary_text(name: str, stats: RunStats, counts: dict[str, dict[str, int]]) 
         f"{name}: events: {events}",
     ]
     for rule, values in counts.items():
-        lines.append(f"{name}: {rule}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
+        line = f"{name}: {rule}: " + ", ".join(f"{k} {v}" for k, v in totals(values).items())
+        by_label = values.get("by_label")
+        if isinstance(by_label, dict) and len(by_label) > 1:  # one label: the totals say it all
+            line += "; " + "; ".join(
+                f"{label} " + ", ".join(f"{k} {v}" for k, v in tally.items())
+                for label, tally in by_label.items()
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ from edgepipe.config import (
 )
 from edgepipe.detect import Detector, ModelPool
 from edgepipe.errors import ConfigError
+from edgepipe.linking import TrackLinker
 from edgepipe.metrics import Metrics, log_line
 from edgepipe.publish import FanoutPublisher, Publisher
 from edgepipe.publish.discovery import discovery_messages
@@ -37,7 +38,7 @@ from edgepipe.publish.mqtt import MqttPublisher
 from edgepipe.rules import LineCrossing, Rules, Zone
 from edgepipe.sources import CameraSource, FileSource, ImageFolderSource, RtspSource, Source
 from edgepipe.track import SortTracker
-from edgepipe.types import Event, Frame
+from edgepipe.types import Counts, Event, Frame, totals
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Pipeline:
         """Process frames until the source ends, max_frames is reached or stop() is called."""
         self.stats = RunStats()
         self.metrics = Metrics(self.name, window_s=self.metrics.window_s)
-        last_counts: dict[str, dict[str, int]] | None = None
+        last_counts: Counts | None = None
         self._next_status = time.monotonic() + self.status_interval_s
         self._status_state = self.source.state
         entered: dict[int, float] = {}  # frame index → when the detector took it (≤ 2·in_flight entries)
@@ -205,7 +206,7 @@ def build(
         iou_threshold=cfg.tracker.iou_threshold,
         match_classes=cfg.tracker.match_classes,
     )
-    rules = Rules([build_rule(cfg.name, rule, detector.labels) for rule in cfg.rules])
+    rules = build_rules(cfg, detector.labels)
     return Pipeline(
         cfg.name,
         build_source(cfg),
@@ -271,6 +272,15 @@ def _class_ids(names: Sequence[str] | None, labels: Sequence[str], where: str) -
     return {labels.index(n) for n in names}
 
 
+def build_rules(cfg: PipelineConfig, labels: Sequence[str], *, link: bool = True) -> Rules:
+    """The pipeline's rules and the TrackLinker they share; `link=False` for ids that are true
+    identities (ground truth)."""
+    rules = [build_rule(cfg.name, rule, labels) for rule in cfg.rules]
+    if not link or cfg.linking.max_gap_s == 0:
+        return Rules(rules)
+    return Rules(rules, TrackLinker(cfg.linking.max_gap_s, cfg.linking.max_distance))
+
+
 def build_rule(
     pipeline: str, rule: LineRuleConfig | ZoneRuleConfig, labels: Sequence[str]
 ) -> LineCrossing | Zone:
@@ -303,9 +313,7 @@ def _default_state_dir() -> Path:
     return Path(os.environ.get("STATE_DIRECTORY", "state"))
 
 
-def _build_publisher(
-    cfg: PipelineConfig, events_path: str | None, counts: dict[str, dict[str, int]]
-) -> Publisher:
+def _build_publisher(cfg: PipelineConfig, events_path: str | None, counts: Counts) -> Publisher:
     publishers: list[Publisher] = []
     mqtt = cfg.outputs.mqtt
     if mqtt is not None:
@@ -333,7 +341,7 @@ def _build_publisher(
                 outbox_max_age_s=mqtt.outbox.max_age_s,
                 discovery=discovery_messages(
                     cfg.name,
-                    {rule: list(keys) for rule, keys in counts.items()},
+                    {rule: list(totals(values)) for rule, values in counts.items()},
                     topic_prefix=mqtt.topic_prefix,
                 )
                 if mqtt.home_assistant_discovery

@@ -10,7 +10,7 @@ import pytest
 from edgepipe.errors import ConfigError
 from edgepipe.geometry import points_in_polygon
 from edgepipe.rules import LineCrossing, Rules, Zone
-from edgepipe.types import Event, Frame, Tracks
+from edgepipe.types import Event, Frame, Tracks, totals
 
 LABELS = ["person", "bicycle", "car"]
 IMAGE = np.zeros((4, 4, 3), np.uint8)
@@ -70,13 +70,13 @@ def test_line_downward_crossing_is_in_with_full_payload() -> None:
     assert (e.pipeline, e.rule, e.label, e.ts) == ("p", "door", "person", T0 + 0.3)
     assert e.bbox == (40.0, 72.0, 60.0, 112.0)
     assert e.score == pytest.approx(0.9)
-    assert rule.counts() == {"in": 1, "out": 0}
+    assert totals(rule.counts()) == {"in": 1, "out": 0}
 
 
 def test_line_upward_crossing_is_out() -> None:
     rule = door()
     assert summary(run_path(rule, [(50, 150), (50, 120), (50, 80)])) == [("line_cross", 1, 2, "out")]
-    assert rule.counts() == {"in": 0, "out": 1}
+    assert totals(rule.counts()) == {"in": 0, "out": 1}
 
 
 def test_in_side_left_flips_direction() -> None:
@@ -89,7 +89,7 @@ def test_jitter_across_the_line_counts_once() -> None:
     path = [(50, 70), (50, 92), (50, 108), (50, 93), (50, 107), (50, 95), (50, 109), (50, 140)]
     rule = door()
     assert summary(run_path(rule, path)) == [("line_cross", 1, 7, "in")]
-    assert rule.counts() == {"in": 1, "out": 0}
+    assert totals(rule.counts()) == {"in": 1, "out": 0}
 
 
 def test_jitter_without_hysteresis_counts_every_flip() -> None:
@@ -105,7 +105,7 @@ def test_cross_and_return_counts_in_then_out() -> None:
     rule = door()
     path = [(50, 60), (50, 130), (50, 140), (50, 100), (50, 70)]
     assert summary(run_path(rule, path)) == [("line_cross", 1, 1, "in"), ("line_cross", 1, 4, "out")]
-    assert rule.counts() == {"in": 1, "out": 1}
+    assert totals(rule.counts()) == {"in": 1, "out": 1}
 
 
 def test_track_first_seen_on_the_line_has_no_side_until_it_leaves_the_band() -> None:
@@ -132,7 +132,7 @@ def test_diagonal_line() -> None:
     assert summary(run_path(rule, [(170, 190), (182, 178), (190, 170)], track_id=2)) == [
         ("line_cross", 2, 2, "out")
     ]
-    assert rule.counts() == {"in": 1, "out": 1}
+    assert totals(rule.counts()) == {"in": 1, "out": 1}
 
 
 def test_reference_point_center_uses_box_middle() -> None:
@@ -169,9 +169,9 @@ def test_several_tracks_in_one_frame() -> None:
 def test_state_is_dropped_when_a_track_ends() -> None:
     rule = door()
     rule.update(tracks([(1, feet(50, 60)), (2, feet(80, 60))]), frame(0))
-    assert set(rule._side) == {1, 2}
+    assert set(rule._state) == {1, 2}
     rule.update(tracks([(2, feet(80, 60))], ended=[1]), frame(1))
-    assert set(rule._side) == {2}
+    assert set(rule._state) == {2}
     # An id seen again after it ended starts without a side.
     assert rule.update(tracks([(1, feet(50, 140))]), frame(2)) == []
 
@@ -209,7 +209,7 @@ def test_zone_enter_and_exit_with_dwell_across_a_concave_notch() -> None:
     # Walks right through the notch (outside), along the bottom bar (inside) and out at the right edge.
     path = [(150, 100), (150, 250), (250, 250), (250, 280), (350, 280)]
     assert zsummary(run_path(rule, path)) == [("zone_enter", 1, 1, None), ("zone_exit", 1, 4, 0.3)]
-    assert rule.counts() == {"occupancy": 0, "enter": 1, "exit": 1}
+    assert totals(rule.counts()) == {"occupancy": 0, "enter": 1, "exit": 1}
 
 
 def test_zone_notch_is_outside_while_the_bounding_box_would_contain_it() -> None:
@@ -221,18 +221,19 @@ def test_zone_notch_is_outside_while_the_bounding_box_would_contain_it() -> None
 def test_zone_track_first_seen_inside_enters_and_ending_inside_exits() -> None:
     rule = zone()
     rule.update(tracks([(5, feet(50, 50))]), frame(0))
-    assert rule.counts() == {"occupancy": 1, "enter": 1, "exit": 0}
+    assert totals(rule.counts()) == {"occupancy": 1, "enter": 1, "exit": 0}
     rule.update(tracks([(5, feet(50, 60))]), frame(1))
     events = rule.update(tracks([], ended=[5]), frame(2))
-    assert zsummary(events) == [("zone_exit", 5, 2, 0.2)]
-    assert events[0].bbox == (40.0, 20.0, 60.0, 60.0)  # last box seen
-    assert rule.counts() == {"occupancy": 0, "enter": 1, "exit": 1}
+    # Released when it ends (no linker here), stamped with its last sighting: frame 1, 0.1 s inside.
+    assert zsummary(events) == [("zone_exit", 5, 1, 0.1)]
+    assert (events[0].bbox, events[0].ts) == ((40.0, 20.0, 60.0, 60.0), T0 + 0.1)  # the last box seen
+    assert totals(rule.counts()) == {"occupancy": 0, "enter": 1, "exit": 1}
 
 
 def test_zone_occupancy_counts_tracks_inside() -> None:
     rule = zone()
     rule.update(tracks([(1, feet(50, 50)), (2, feet(250, 50)), (3, feet(150, 50))]), frame(0))
-    assert rule.counts() == {"occupancy": 2, "enter": 2, "exit": 0}
+    assert totals(rule.counts()) == {"occupancy": 2, "enter": 2, "exit": 0}
 
 
 def test_zone_loiter_fires_once_per_visit() -> None:
@@ -243,9 +244,9 @@ def test_zone_loiter_fires_once_per_visit() -> None:
         ("zone_loiter", 1, 5, 0.5),
         ("zone_exit", 1, 8, 0.8),
         ("zone_enter", 1, 9, None),
-        ("zone_exit", 1, 11, 0.2),
+        ("zone_exit", 1, 10, 0.1),  # ends after frame 10: its last sighting
     ]
-    assert rule.counts() == {"occupancy": 0, "enter": 2, "exit": 2, "loiter": 1}
+    assert totals(rule.counts()) == {"occupancy": 0, "enter": 2, "exit": 2, "loiter": 1}
 
 
 def test_zone_dwell_uses_source_time_when_present_else_capture_time() -> None:
@@ -265,7 +266,7 @@ def test_zone_state_does_not_grow_after_tracks_end() -> None:
     for i in range(100):
         rule.update(tracks([(i, feet(50, 50))], ended=[i - 1] if i else []), frame(i))
     assert list(rule._inside) == [99]
-    assert rule.counts() == {"occupancy": 1, "enter": 100, "exit": 99}
+    assert totals(rule.counts()) == {"occupancy": 1, "enter": 100, "exit": 99}
 
 
 def per_frame(rule: Zone, path: Sequence[tuple[float, float]]) -> list[list[tuple[str, float | None]]]:
@@ -344,7 +345,7 @@ def test_zone_deep_in_and_far_out_enters_and_exits_once(
         (50, 311),  # 9: 11 px outside
     ]
     assert zsummary(run_path(rule, path)) == expected  # the track ends at frame 10, already outside
-    assert rule.counts() == {"occupancy": 0, "enter": 1, "exit": 1}
+    assert totals(rule.counts()) == {"occupancy": 0, "enter": 1, "exit": 1}
 
 
 @pytest.mark.parametrize(
@@ -399,7 +400,7 @@ def test_zone_without_hysteresis_follows_the_polygon_frame_by_frame() -> None:
             (was_inside, inside[i]), []
         )
         assert [e.type for e in events] == expected, f"frame {i}"
-    assert 20 < rule.counts()["enter"] < 200  # the walk does cross the edge many times
+    assert 20 < totals(rule.counts())["enter"] < 200  # the walk does cross the edge many times
 
 
 @pytest.mark.parametrize(
@@ -425,12 +426,17 @@ def test_rules_update_counts_and_close() -> None:
     assert [(e.type, e.rule) for e in first] == [("zone_enter", "counter")]
     assert [(e.type, e.rule, e.direction) for e in second] == [("line_cross", "door", "in")]
     assert rules.counts() == {
-        "door": {"in": 1, "out": 0},
-        "counter": {"occupancy": 1, "enter": 1, "exit": 0},
+        "door": {"in": 1, "out": 0, "by_label": {"person": {"in": 1, "out": 0}}},
+        "counter": {
+            "occupancy": 1,
+            "enter": 1,
+            "exit": 0,
+            "by_label": {"person": {"occupancy": 1, "enter": 1, "exit": 0}},
+        },
     }
     closing = rules.close()
     assert [(e.type, e.frame, e.dwell_s) for e in closing] == [("zone_exit", 1, 0.1)]
-    assert rules.counts()["counter"] == {"occupancy": 0, "enter": 1, "exit": 1}
+    assert totals(rules.counts()["counter"]) == {"occupancy": 0, "enter": 1, "exit": 1}
 
 
 def test_rules_close_before_any_frame_is_empty() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from edgepipe.types import Event
+from edgepipe.types import Counts, Event
 
 
 class Publisher(Protocol):
@@ -18,7 +18,7 @@ class Publisher(Protocol):
     def publish(self, event: Event) -> None:
         """Deliver one event; must not block the frame loop on the network."""
 
-    def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
+    def publish_counts(self, counts: Counts) -> None:
         """Running totals per rule (retained on MQTT; only the newest matters)."""
 
     def publish_status(self, status: dict[str, object]) -> None:
@@ -38,7 +38,7 @@ class FanoutPublisher:
         for publisher in self.publishers:
             publisher.publish(event)
 
-    def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
+    def publish_counts(self, counts: Counts) -> None:
         for publisher in self.publishers:
             publisher.publish_counts(counts)
 
