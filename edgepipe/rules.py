@@ -185,10 +185,10 @@ class LineCrossing(_TrackRule):
     that walks around an end of the line changes side without counting.
 
     A track linked to one that ended (linking.py) carries on its side: a person lost on one side and
-    found on the other counts once, found on the same side not again. Such a crossing during the gap
-    counts only if the old track was heading for the line (its velocity over the gap takes it at
-    least into the band); a successor that the gate's slack alone puts on the other side takes that
-    side without counting. When the link is found only after the new track began (it was first seen
+    found on the other counts once, found on the same side not again. A crossing during the gap (the
+    successor's first sighting is beyond the band on the other side) counts only if the old track was
+    moving towards that side; a successor that only the gate's slack puts there takes that side
+    without counting. When the link is found only after the new track began (it was first seen
     before the old one ended), the crossing between the old track's side and the new track's first
     side is counted at the link, stamped with the new track's last sighting.
     """
@@ -255,12 +255,14 @@ class LineCrossing(_TrackRule):
             side = (1 if d > 0 else -1) if beyond else 0
             self._state[track_id] = _LineState(side, d, t, d, side, d, t, None, seen)
             return None
+        # the heading checks a crossing during the gap only: seen in the band first, it is seen crossing
+        heading, state.heading = state.heading, None
         state.seen, state.last_distance = seen, d
         if not beyond:
             return None  # inside the band: keep the last side
         side = 1 if d > 0 else -1
-        previous, before, heading = state.side, (state.distance, state.along), state.heading
-        state.side, state.distance, state.along, state.heading = side, d, t, None
+        previous, before = state.side, (state.distance, state.along)
+        state.side, state.distance, state.along = side, d, t
         if state.first_side == 0:
             state.first_side, state.first_distance, state.first_along = side, d, t
         if previous in (0, side) or not self._heading_agrees(heading, side):
@@ -301,10 +303,8 @@ class LineCrossing(_TrackRule):
             new = self._state.get(link.successor_id)
             if new is None:
                 self._state[link.successor_id] = replace(old, heading=heading)
-            elif new.first_side == 0:  # seen only in the band so far
-                self._state[link.successor_id] = replace(
-                    old, heading=heading, seen=new.seen, last_distance=new.last_distance
-                )
+            elif new.first_side == 0:  # seen only in the band so far: seen on its way across
+                self._state[link.successor_id] = replace(old, seen=new.seen, last_distance=new.last_distance)
             elif old.side not in (0, new.first_side) and self._heading_agrees(heading, new.first_side):
                 before, after = (old.distance, old.along), (new.first_distance, new.first_along)
                 event = self._crossing(link.successor_id, before, after, new.seen, lineage)
