@@ -1,4 +1,4 @@
-"""Command line: `edgepipe run|check|detect|track|bench|models|export`.
+"""Command line: `edgepipe run|check|eval|detect|track|bench|models|export`.
 
 Each subcommand has an `_add_<name>` function that declares its options and a `_cmd_<name>`
 function that runs it. Heavy imports (OpenVINO, torch) happen inside the handlers so that
@@ -48,6 +48,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from edgepipe.commands import check_command
 
     return check_command(args)
+
+
+# ---------------------------------------------------------------- eval (issue 11)
+def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from edgepipe.evaluate.command import add_arguments
+
+    p = sub.add_parser("eval", help="score a pipeline's counts against MOTChallenge ground truth")
+    add_arguments(p)
+    p.set_defaults(handler=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from edgepipe.evaluate.command import run
+
+    return run(args)
 
 
 # ---------------------------------------------------------------- detect (issue 7)
@@ -271,7 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgepipe {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_check, _add_detect, _add_track, _add_bench, _add_models, _add_export):
+    for add in (
+        _add_run,
+        _add_check,
+        _add_eval,
+        _add_detect,
+        _add_track,
+        _add_bench,
+        _add_models,
+        _add_export,
+    ):
         add(sub)
     return parser
 

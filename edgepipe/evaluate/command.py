@@ -1,0 +1,239 @@
+"""`edgepipe eval PIPELINE.yml --gt gt.txt`: how accurate a pipeline's counts are against MOTChallenge
+ground truth, from a fresh run over a video or from the tracks and events a run saved.
+
+Counts: evaluate/counting.py (truth from the gt trajectories through the pipeline's own rules).
+Tracking metrics (MOTA, IDF1, HOTA) join the report in `tracking_section` once evaluate/tracking.py
+(issue 17) is there. Source frame i is gt frame i + 1, as MOTChallenge numbers frames from 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from edgepipe.errors import ConfigError, EdgepipeError
+from edgepipe.evaluate.counting import (
+    MATCH_WINDOW_S,
+    CountReport,
+    RuleEvent,
+    compare,
+    format_table,
+    read_events,
+    run_rules,
+)
+from edgepipe.mot import read_trajectories
+from edgepipe.types import Counts, Detections, Event, Tracks
+
+if TYPE_CHECKING:
+    from edgepipe.config import PipelineConfig
+    from edgepipe.track import SortTracker
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pipeline", metavar="PIPELINE.yml", help="the pipeline whose rules are scored")
+    parser.add_argument("--gt", required=True, metavar="GT.txt", help="MOTChallenge ground truth")
+    parser.add_argument(
+        "--source",
+        metavar="VIDEO",
+        help="run the pipeline on this video instead of its own source (video frame i = gt frame i + 1)",
+    )
+    parser.add_argument(
+        "--tracks",
+        metavar="TRACKS.txt",
+        help="tracks a run saved (MOTChallenge rows, `edgepipe run --tracks`): no detector run; the "
+        "rules run on them unless --events is given",
+    )
+    parser.add_argument(
+        "--events",
+        metavar="EVENTS.jsonl",
+        help="events a run saved (`edgepipe run --events`; one run per file): scored as they are",
+    )
+    parser.add_argument(
+        "--fps",
+        type=float,
+        metavar="F",
+        help="frame rate (default: seqinfo.ini beside gt/, else the video's)",
+    )
+    parser.add_argument(
+        "--window-s",
+        type=float,
+        default=MATCH_WINDOW_S,
+        metavar="S",
+        help=f"an event within S seconds of the true one matches it (default {MATCH_WINDOW_S:g})",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    # config (pydantic) and pipeline (OpenVINO) are imported here, not for `edgepipe --help`
+    from edgepipe.config import load_pipeline, source_from_argument
+    from edgepipe.pipeline import build_rules
+
+    cfg = load_pipeline(args.pipeline)
+    _check_options(args)
+    gt_path = Path(args.gt)
+    truth_tracks = read_trajectories(gt_path, ground_truth=True)
+    frames = max(truth_tracks, default=0)
+    tracks: dict[int, Tracks] | None = None
+    source_fps: float | None = None
+    if args.events is not None or args.tracks is not None:
+        labels = model_labels(cfg)
+        if args.tracks is not None:
+            tracks = read_trajectories(args.tracks, ground_truth=False)
+        fps = _frame_rate(args.fps, gt_path, None)
+        if args.events is not None:
+            counted = read_events(args.events, cfg.name)
+        else:
+            assert tracks is not None
+            counted = _rule_events(run_rules(build_rules(cfg, labels), _as_people(tracks, labels), fps))
+    else:
+        if args.source is not None:
+            cfg = source_from_argument(args.source, cfg)
+        events, tracks, labels, source_fps = run_pipeline(cfg)
+        fps = _frame_rate(args.fps, gt_path, source_fps)
+        counted = _rule_events(events)
+    truth = _rule_events(
+        run_rules(build_rules(cfg, labels, link=False), _as_people(truth_tracks, labels), fps)
+    )
+    rule_types = {rule.name: rule.type for rule in cfg.rules}
+    report = compare(rule_types, truth, counted, fps=fps, frames=frames, window_s=args.window_s)
+    tracking = tracking_section(gt_path, tracks)
+    if args.json:
+        payload = {
+            "pipeline": cfg.name,
+            "gt": str(gt_path),
+            "counting": report.to_dict(),
+            "tracking": tracking,
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        print(report_text(report, tracking))
+    return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if args.source is not None and (args.tracks is not None or args.events is not None):
+        raise ConfigError("--source runs the pipeline again; it cannot go with --tracks or --events")
+    if args.fps is not None and not 0 < args.fps <= 1000:
+        raise ConfigError(f"--fps {args.fps:g}: expected 0 < F <= 1000")
+    if not args.window_s > 0:
+        raise ConfigError(f"--window-s {args.window_s:g}: expected S > 0")
+
+
+def tracking_section(gt_path: Path, tracks: dict[int, Tracks] | None) -> dict[str, Any] | None:
+    """Where MOTA, IDF1, HOTA, ID switches and ids vs true ids join the report: evaluate/tracking.py
+    (issue 17) scores `tracks` against `gt_path` here. Until it lands, there is no tracking section."""
+    return None
+
+
+def report_text(report: CountReport, tracking: dict[str, Any] | None) -> str:
+    text = format_table(report)
+    if tracking is None:
+        return text + "\ntracking: not scored (edgepipe.evaluate.tracking is not there yet)"
+    return text + "\ntracking: " + ", ".join(f"{key} {value}" for key, value in tracking.items())
+
+
+def model_labels(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The class names of the pipeline's model, read from the file (no compile)."""
+    from edgepipe.detect import ModelPool
+    from edgepipe.detect.nanodet import resolve_card
+
+    shapes = ModelPool().shapes(cfg.detector.model)
+    card = resolve_card(
+        cfg.detector.model, shapes.rt_info, shapes.input_shape, shapes.input_type, shapes.output_shapes
+    )
+    return card.labels
+
+
+def run_pipeline(cfg: PipelineConfig) -> tuple[list[Event], dict[int, Tracks], tuple[str, ...], float | None]:
+    """Run `cfg` once over its source, its outputs off, and keep every event and every frame's tracks
+    (keyed by gt frame = source frame + 1); also the model's labels and the source's fps.
+
+    The one piece of glue to today's loop (`build` + `Pipeline.run`, the publisher and the tracker
+    swapped for recorders); `edgepipe.open` (issue 10) will replace it."""
+    from edgepipe.config import OutputsConfig
+    from edgepipe.detect import ModelPool
+    from edgepipe.pipeline import build
+    from edgepipe.track import SortTracker
+
+    pipeline = build(cfg.model_copy(update={"outputs": OutputsConfig()}), ModelPool())
+    recorder = _TrackRecorder(pipeline.tracker)
+    collector = _EventCollector()
+    pipeline.tracker = cast(SortTracker, recorder)
+    pipeline.publisher = collector
+    pipeline.run()
+    return collector.events, recorder.frames, pipeline.detector.labels, pipeline.source.fps
+
+
+class _TrackRecorder:
+    """Stands in for the tracker and keeps what it reported."""
+
+    def __init__(self, tracker: SortTracker) -> None:
+        self.tracker = tracker
+        self.frames: dict[int, Tracks] = {}
+
+    def update(self, detections: Detections, frame_index: int | None = None) -> Tracks:
+        tracks = self.tracker.update(detections, frame_index=frame_index)
+        self.frames[(frame_index if frame_index is not None else len(self.frames)) + 1] = tracks
+        return tracks
+
+
+class _EventCollector:
+    """A publisher that keeps the events."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def publish(self, event: Event) -> None:
+        self.events.append(event)
+
+    def publish_counts(self, counts: Counts) -> None:
+        pass
+
+    def publish_status(self, status: dict[str, object]) -> None:
+        pass
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        pass
+
+
+def _rule_events(events: Sequence[Event]) -> list[RuleEvent]:
+    return [e for e in (RuleEvent.of(event) for event in events) if e is not None]
+
+
+def _as_people(frames: dict[int, Tracks], labels: Sequence[str]) -> dict[int, Tracks]:
+    """MOT files carry no class: every box is a person, under the model's id for "person"."""
+    if "person" not in labels:
+        raise EdgepipeError(
+            "MOT ground truth and tracks are people, but the pipeline's model has no 'person' label"
+        )
+    person = labels.index("person")
+    return {
+        f: Tracks(t.xyxy, t.score, np.full(len(t), person, np.int32), t.track_id, t.detection_index, t.ended)
+        for f, t in frames.items()
+    }
+
+
+def _frame_rate(option: float | None, gt_path: Path, source_fps: float | None) -> float:
+    """--fps, else `frameRate` of the seqinfo.ini beside the gt folder, else the video's."""
+    if option is not None:
+        return option
+    info_path = gt_path.resolve().parent.parent / "seqinfo.ini"
+    if info_path.is_file():
+        info = configparser.ConfigParser()
+        try:
+            info.read(info_path)
+            return float(info["Sequence"]["frameRate"])
+        except (configparser.Error, KeyError, ValueError) as error:
+            raise EdgepipeError(
+                f"{info_path}: no readable [Sequence] frameRate ({error}); give --fps"
+            ) from None
+    if source_fps is not None:
+        return source_fps
+    raise EdgepipeError(f"the frame rate is unknown: no seqinfo.ini beside {gt_path.parent}; give --fps")
