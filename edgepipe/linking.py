@@ -148,15 +148,15 @@ class TrackLinker:
     def _link(self, now_s: float) -> tuple[Link, ...]:
         """Pair lost tracks with live tracks first seen after them, inside the gate, one to one;
         coasting tracks compete as predecessors without being linked."""
-        coasting = {tid: live for tid, live in self._live.items() if live.history[-1][0] < now_s}
-        predecessor_ids = [*self._lost, *coasting]
-        predecessors = [*self._lost.values(), *(_predecessor(live) for live in coasting.values())]
         earliest = min(item.last_s for item in self._lost.values())
         candidate_ids = [
             tid for tid, live in self._live.items() if not live.continues and live.first_s > earliest
         ]
         if not candidate_ids:
             return ()
+        coasting = {tid: live for tid, live in self._live.items() if live.history[-1][0] < now_s}
+        predecessor_ids = [*self._lost, *coasting]
+        predecessors = [*self._lost.values(), *(_predecessor(live) for live in coasting.values())]
         cost = np.full((len(predecessors), len(candidate_ids)), _INFEASIBLE)
         for row, old in enumerate(predecessors):
             for col, tid in enumerate(candidate_ids):
@@ -207,11 +207,18 @@ class TrackLinker:
 
 def _predecessor(live: _Live) -> _Lost:
     """A track as it was last seen, with its velocity: the least-squares slope of its last second
-    (two sightings: their difference; one: unknown)."""
-    times, xs, ys = (np.array(column) for column in zip(*live.history, strict=True))
+    (two sightings: their difference; one: unknown). Plain Python: a second is a few dozen points."""
+    history = live.history
+    last_s, x, y = history[-1]
     velocity = None
-    if len(times) >= 2 and times[-1] > times[0]:
-        t = times - times.mean()
-        spread = float(t @ t)
-        velocity = (float(t @ (xs - xs.mean())) / spread, float(t @ (ys - ys.mean())) / spread)
-    return _Lost(float(times[-1]), (float(xs[-1]), float(ys[-1])), velocity, live.height, live.class_id)
+    if len(history) >= 2 and last_s > history[0][0]:
+        n = len(history)
+        mean_t = sum(h[0] for h in history) / n
+        mean_x = sum(h[1] for h in history) / n
+        mean_y = sum(h[2] for h in history) / n
+        spread = sum((h[0] - mean_t) ** 2 for h in history)
+        velocity = (
+            sum((h[0] - mean_t) * (h[1] - mean_x) for h in history) / spread,
+            sum((h[0] - mean_t) * (h[2] - mean_y) for h in history) / spread,
+        )
+    return _Lost(last_s, (x, y), velocity, live.height, live.class_id)
