@@ -67,7 +67,10 @@ def test_demo_counts_people_crossing_the_line(tmp_path: Path, shared_data: Path)
     assert ins >= 1 and outs >= 1
     for e in crossings:  # the feet (bottom centre) are near the vertical line x = 240 when it is crossed
         x1, _, x2, _ = e["bbox"]
-        assert abs((x1 + x2) / 2 - 240) < 40, e
+        if "linked_from" in e:  # crossed while the tracker had lost them: stamped where found again
+            assert ((x1 + x2) / 2 > 240) == (e["direction"] == "in"), e  # in = the image's right
+        else:
+            assert abs((x1 + x2) / 2 - 240) < 40, e
 
     summary = result.stderr.splitlines()
     assert re.fullmatch(
