@@ -72,36 +72,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # config (pydantic) and pipeline (OpenVINO) are imported here, not for `edgepipe --help`
-    from edgepipe.config import load_pipeline, source_from_argument
+    from edgepipe.config import load_pipeline
     from edgepipe.pipeline import build_rules
 
     cfg = load_pipeline(args.pipeline)
     _check_options(args)
     gt_path = Path(args.gt)
     truth_tracks = read_trajectories(gt_path, ground_truth=True)
-    frames = max(truth_tracks, default=0)
-    tracks: dict[int, Tracks] | None = None
-    source_fps: float | None = None
-    if args.events is not None or args.tracks is not None:
-        labels = model_labels(cfg)
-        if args.tracks is not None:
-            tracks = read_trajectories(args.tracks, ground_truth=False)
-        fps = _frame_rate(args.fps, gt_path, None)
-        if args.events is not None:
-            counted = read_events(args.events, cfg.name)
-        else:
-            assert tracks is not None
-            counted = _rule_events(run_rules(build_rules(cfg, labels), _as_people(tracks, labels), fps))
-    else:
-        if args.source is not None:
-            cfg = source_from_argument(args.source, cfg)
-        events, tracks, labels, source_fps = run_pipeline(cfg)
-        fps = _frame_rate(args.fps, gt_path, source_fps)
-        counted = _rule_events(events)
-    truth = _rule_events(
-        run_rules(build_rules(cfg, labels, link=False), _as_people(truth_tracks, labels), fps)
-    )
+    cfg, counted, tracks, labels, fps = _counted(args, cfg, gt_path)
+    truth_rules = build_rules(cfg, labels, link=False)  # gt ids are true identities
+    truth = _rule_events(run_rules(truth_rules, _as_people(truth_tracks, labels), fps))
     rule_types = {rule.name: rule.type for rule in cfg.rules}
+    frames = max(truth_tracks, default=0)
     report = compare(rule_types, truth, counted, fps=fps, frames=frames, window_s=args.window_s)
     tracking = tracking_section(gt_path, tracks)
     if args.json:
@@ -115,6 +97,29 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(report_text(report, tracking))
     return 0
+
+
+def _counted(
+    args: argparse.Namespace, cfg: PipelineConfig, gt_path: Path
+) -> tuple[PipelineConfig, list[RuleEvent], dict[int, Tracks] | None, Sequence[str], float]:
+    """The events to score, from saved events, saved tracks (the rules run on them) or a fresh run;
+    also the pipeline as run, its tracks if known, the model's labels and the frame rate."""
+    from edgepipe.config import source_from_argument
+    from edgepipe.pipeline import build_rules
+
+    if args.events is None and args.tracks is None:
+        if args.source is not None:
+            cfg = source_from_argument(args.source, cfg)
+        events, tracks, labels, source_fps = run_pipeline(cfg)
+        return cfg, _rule_events(events), tracks, labels, _frame_rate(args.fps, gt_path, source_fps)
+    labels = model_labels(cfg)
+    fps = _frame_rate(args.fps, gt_path, None)
+    saved = None if args.tracks is None else read_trajectories(args.tracks, ground_truth=False)
+    if args.events is not None:
+        return cfg, read_events(args.events, cfg.name), saved, labels, fps
+    assert saved is not None
+    counted = _rule_events(run_rules(build_rules(cfg, labels), _as_people(saved, labels), fps))
+    return cfg, counted, saved, labels, fps
 
 
 def _check_options(args: argparse.Namespace) -> None:
