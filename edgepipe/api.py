@@ -22,7 +22,7 @@ from edgepipe.config import PipelineConfig, load_pipeline, source_from_argument
 from edgepipe.detect import ModelPool
 from edgepipe.pipeline import Pipeline, RunStats, build
 from edgepipe.publish import Publisher
-from edgepipe.types import FrameResult
+from edgepipe.types import Counts, FrameResult
 
 
 class Run:
@@ -38,7 +38,7 @@ class Run:
             self._results = self.pipeline.results()
         return self._results
 
-    def counts(self) -> dict[str, dict[str, int]]:
+    def counts(self) -> Counts:
         """The running totals of every rule so far."""
         return self.pipeline.rules.counts()
 

@@ -1,7 +1,10 @@
-"""MOTChallenge text files for `edgepipe track`: read det.txt into per-frame Detections, write results.
+"""MOTChallenge text files: det.txt into per-frame Detections, trajectories (gt.txt, tracker results)
+into per-frame Tracks, and tracker results written frame by frame.
 
-det.txt rows are `frame, id, x, y, w, h, score, ...` (frames from 1, x, y the top-left corner in
-pixels); result rows are `frame, id, x, y, w, h, -1, -1, -1, -1`, which the MOTChallenge devkit,
+All are rows of `frame, id, x, y, w, h, c, ...` (frames from 1, x, y the top-left corner in pixels),
+read by one parser; the seventh field is a detection's score, a result's score (or -1), or in gt.txt
+the flag that says whether the row is evaluated (0: not; MOT16+ gt.txt marks non-pedestrians so too).
+Results are written as `frame, id, x, y, w, h, score, -1, -1, -1`, which the MOTChallenge devkit,
 py-motmetrics and TrackEval read.
 """
 
@@ -13,13 +16,16 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
+from numpy.typing import NDArray
 
 from edgepipe.config import TrackerConfig
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, OutputError
 from edgepipe.track import SortTracker
 from edgepipe.types import Detections, Tracks
 
 DETECTION_FIELDS = ("frame", "id", "x", "y", "w", "h", "score")
+GROUND_TRUTH_FIELDS = ("frame", "id", "x", "y", "w", "h", "flag")
+RESULT_FIELDS = DETECTION_FIELDS
 
 # MOT files carry no class; every detection is a person (class 0 in COCO order, as the detector).
 PERSON_CLASS_ID = 0
@@ -30,40 +36,96 @@ def read_detections(path: Path | str, min_score: float | None = None) -> dict[in
 
     Frames without a row get empty Detections, so a tracker sees each frame. Rows below
     `min_score` are dropped. Errors name the file, the line and the field."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise EdgepipeError(f"cannot read MOT detections {path}: {error}") from error
-    rows = np.array(list(_parse_rows(path, text.splitlines())), np.float64).reshape(-1, len(DETECTION_FIELDS))
+    rows = _read_rows(Path(path), "MOT detections", DETECTION_FIELDS, with_ids=False)
     last_frame = int(rows[:, 0].max()) if len(rows) else 0
     if min_score is not None:
         rows = rows[rows[:, 6] >= min_score]
-    rows = rows[np.argsort(rows[:, 0], kind="stable")]
-    frame = rows[:, 0].astype(np.int64)
-    xyxy = np.concatenate([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]], axis=1).astype(np.float32)
-    score = rows[:, 6].astype(np.float32)
+    _, xyxy, score, starts = _by_frame(rows, last_frame)
     class_id = np.full(len(rows), PERSON_CLASS_ID, np.int32)
-    starts = np.searchsorted(frame, np.arange(1, last_frame + 2))
     return {
         f: Detections(xyxy[lo:hi], score[lo:hi], class_id[lo:hi])
         for f, lo, hi in zip(range(1, last_frame + 1), starts[:-1], starts[1:], strict=True)
     }
 
 
-def _parse_rows(path: Path, lines: Iterable[str]) -> Iterator[tuple[float, ...]]:
-    """The first seven fields of every non-blank line, checked."""
+def read_trajectories(path: Path | str, *, ground_truth: bool) -> dict[int, Tracks]:
+    """gt.txt (`ground_truth`) or a tracker's results → {frame: Tracks} for every frame from 1 to the
+    last one, as a tracker would have reported them: each id is listed in `ended` on the frame after
+    its last row (ids still there in the last frame are not: the run ends with them).
+
+    Ground truth keeps only the rows to evaluate (flag ≠ 0), with score 1; results keep their score.
+    Errors name the file, the line and the field."""
+    what, fields = ("ground truth", GROUND_TRUTH_FIELDS) if ground_truth else ("MOT results", RESULT_FIELDS)
+    rows = _read_rows(Path(path), what, fields, with_ids=True)
+    if ground_truth:
+        rows = rows[rows[:, 6] != 0]
+        rows[:, 6] = 1.0
+    last_frame = int(rows[:, 0].max()) if len(rows) else 0
+    frame, xyxy, score, starts = _by_frame(rows, last_frame)
+    track_id = rows[:, 1].astype(np.int64)
+    ids, first_row = np.unique(track_id[::-1], return_index=True)
+    last_of_id = frame[::-1][first_row]  # the last frame each id has a row in
+    ended_order = np.argsort(last_of_id, kind="stable")
+    ended_ids, ended_at = ids[ended_order], last_of_id[ended_order] + 1
+    ended_starts = np.searchsorted(ended_at, np.arange(1, last_frame + 2))
+    class_id = np.full(len(rows), PERSON_CLASS_ID, np.int32)
+    row_index = np.arange(len(rows), dtype=np.intp)
+    return {
+        f: Tracks(
+            xyxy[lo:hi],
+            score[lo:hi],
+            class_id[lo:hi],
+            track_id[lo:hi],
+            row_index[lo:hi] - lo,
+            ended_ids[e_lo:e_hi],
+        )
+        for f, lo, hi, e_lo, e_hi in zip(
+            range(1, last_frame + 1),
+            starts[:-1],
+            starts[1:],
+            ended_starts[:-1],
+            ended_starts[1:],
+            strict=True,
+        )
+    }
+
+
+def _read_rows(path: Path, what: str, fields: tuple[str, ...], *, with_ids: bool) -> NDArray[np.float64]:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise EdgepipeError(f"cannot read {what} {path}: {error}") from error
+    rows = np.array(list(_parse_rows(path, text.splitlines(), fields, with_ids)), np.float64)
+    return rows.reshape(-1, len(fields))
+
+
+def _by_frame(
+    rows: NDArray[np.float64], last_frame: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], NDArray[np.intp]]:
+    """Sort rows by frame (stable, in place of the caller's array) → frame, xyxy, score and where each
+    frame 1..last_frame+1 starts."""
+    rows[:] = rows[np.argsort(rows[:, 0], kind="stable")]
+    frame = rows[:, 0].astype(np.int64)
+    xyxy = np.concatenate([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]], axis=1).astype(np.float32)
+    score = rows[:, 6].astype(np.float32)
+    return frame, xyxy, score, np.searchsorted(frame, np.arange(1, last_frame + 2))
+
+
+def _parse_rows(
+    path: Path, lines: Iterable[str], fields: tuple[str, ...], with_ids: bool
+) -> Iterator[tuple[float, ...]]:
+    """The first seven fields of every non-blank line, checked; `with_ids`: ids must be whole numbers ≥ 1."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        fields = line.split(",")
-        if len(fields) < len(DETECTION_FIELDS):
+        parts = line.split(",")
+        if len(parts) < len(fields):
             raise EdgepipeError(
-                f"{path}:{number}: expected at least {len(DETECTION_FIELDS)} comma-separated fields "
-                f"({', '.join(DETECTION_FIELDS)}), found {len(fields)}"
+                f"{path}:{number}: expected at least {len(fields)} comma-separated fields "
+                f"({', '.join(fields)}), found {len(parts)}"
             )
         values = []
-        for name, text in zip(DETECTION_FIELDS, fields, strict=False):
+        for name, text in zip(fields, parts, strict=False):
             try:
                 value = float(text)
             except ValueError:
@@ -75,10 +137,14 @@ def _parse_rows(path: Path, lines: Iterable[str]) -> Iterator[tuple[float, ...]]
                     f"{path}:{number}: field '{name}' is {text.strip()!r}, not a finite number"
                 )
             values.append(value)
-        frame, _, _, _, w, h, _ = values
+        frame, track_id, _, _, w, h, _ = values
         if frame < 1 or not frame.is_integer():
             raise EdgepipeError(
-                f"{path}:{number}: field 'frame' is {fields[0].strip()!r}: frames are numbered from 1"
+                f"{path}:{number}: field 'frame' is {parts[0].strip()!r}: frames are numbered from 1"
+            )
+        if with_ids and (track_id < 1 or not track_id.is_integer()):
+            raise EdgepipeError(
+                f"{path}:{number}: field 'id' is {parts[1].strip()!r}: track ids are whole numbers from 1"
             )
         for name, size in (("w", w), ("h", h)):
             if size <= 0:
@@ -88,12 +154,43 @@ def _parse_rows(path: Path, lines: Iterable[str]) -> Iterator[tuple[float, ...]]
         yield tuple(values)
 
 
-def write_results(out: TextIO, frame: int, tracks: Tracks) -> None:
-    """Append the tracks of one frame as MOTChallenge result rows."""
+def write_results(out: TextIO, frame: int, tracks: Tracks, *, with_score: bool = False) -> None:
+    """Append the tracks of one frame (numbered from 1) as MOTChallenge result rows; the score
+    column is -1 (as the SORT reference writes) unless `with_score`."""
     xywh = np.asarray(tracks.xyxy, np.float64).copy()
     xywh[:, 2:] -= xywh[:, :2]
-    for track_id, (x, y, w, h) in zip(tracks.track_id.tolist(), xywh.tolist(), strict=True):
-        out.write(f"{frame},{track_id},{x:.2f},{y:.2f},{w:.2f},{h:.2f},-1,-1,-1,-1\n")
+    scores = tracks.score.tolist() if with_score else [None] * len(tracks)
+    for track_id, (x, y, w, h), score in zip(tracks.track_id.tolist(), xywh.tolist(), scores, strict=True):
+        column = "-1" if score is None else f"{score:.4f}"
+        out.write(f"{frame},{track_id},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{column},-1,-1,-1\n")
+
+
+class TracksWriter:
+    """`edgepipe run --tracks PATH`: every reported track of every frame as MOTChallenge rows
+    `frame, id, x, y, w, h, score, -1, -1, -1`, frame = the source's frame index + 1, so the file
+    scores against a sequence's gt.txt. Call `write` once per frame; rows are flushed per frame, so a
+    killed run keeps what it tracked."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._out = self.path.open("w", encoding="utf-8")
+        except OSError as error:
+            raise OutputError(f"cannot write the tracks file {self.path}: {error.strerror}") from None
+
+    def write(self, frame_index: int, tracks: Tracks) -> None:
+        write_results(self._out, frame_index + 1, tracks, with_score=True)
+        self._out.flush()
+
+    def close(self) -> None:
+        self._out.close()
+
+    def __enter__(self) -> TracksWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def track_file(

@@ -20,6 +20,7 @@ from typing import Protocol
 from edgepipe.config import LineRuleConfig, PipelineConfig, ZoneRuleConfig
 from edgepipe.detect import Detector, ModelPool
 from edgepipe.errors import ConfigError
+from edgepipe.linking import TrackLinker
 from edgepipe.metrics import Metrics, log_line
 from edgepipe.paths import state_directory
 from edgepipe.publish import FanoutPublisher, Publisher
@@ -29,7 +30,7 @@ from edgepipe.publish.mqtt import MqttPublisher
 from edgepipe.rules import LineCrossing, Rules, Zone
 from edgepipe.sources import Source, open_source
 from edgepipe.track import SortTracker
-from edgepipe.types import Detections, Event, Frame, FrameResult
+from edgepipe.types import Counts, Detections, Event, Frame, FrameResult, totals
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ def build(
         iou_threshold=cfg.tracker.iou_threshold,
         match_classes=cfg.tracker.match_classes,
     )
-    rules = Rules([build_rule(cfg.name, rule, detector.labels) for rule in cfg.rules])
+    rules = build_rules(cfg, detector.labels)
     own = _build_publishers(cfg, events_path, rules.counts()) if outputs else []
     return Pipeline(
         cfg.name,
@@ -252,6 +253,15 @@ def _class_ids(names: Sequence[str] | None, labels: Sequence[str], where: str) -
     if unknown:
         raise ConfigError(f"{where}: unknown class {', '.join(unknown)}; the model knows {', '.join(labels)}")
     return {labels.index(n) for n in names}
+
+
+def build_rules(cfg: PipelineConfig, labels: Sequence[str], *, link: bool = True) -> Rules:
+    """The pipeline's rules and the TrackLinker they share; `link=False` for ids that are true
+    identities (ground truth)."""
+    rules = [build_rule(cfg.name, rule, labels) for rule in cfg.rules]
+    if not link or cfg.linking.max_gap_s == 0:
+        return Rules(rules)
+    return Rules(rules, TrackLinker(cfg.linking.max_gap_s, cfg.linking.max_distance))
 
 
 def build_rule(
@@ -281,9 +291,7 @@ def build_rule(
     )
 
 
-def _build_publishers(
-    cfg: PipelineConfig, events_path: str | None, counts: dict[str, dict[str, int]]
-) -> list[Publisher]:
+def _build_publishers(cfg: PipelineConfig, events_path: str | None, counts: Counts) -> list[Publisher]:
     publishers: list[Publisher] = []
     mqtt = cfg.outputs.mqtt
     if mqtt is not None:
@@ -311,7 +319,7 @@ def _build_publishers(
                 outbox_max_age_s=mqtt.outbox.max_age_s,
                 discovery=discovery_messages(
                     cfg.name,
-                    {rule: list(keys) for rule, keys in counts.items()},
+                    {rule: list(totals(values)) for rule, values in counts.items()},
                     topic_prefix=mqtt.topic_prefix,
                 )
                 if mqtt.home_assistant_discovery

@@ -1,10 +1,13 @@
 """Rules that turn tracks into events: line crossings with direction, and polygon zones with
-enter/exit, dwell and loiter. Per-rule counters; per-track state is dropped when a track ends."""
+enter/exit, dwell and loiter. Counters per rule and per label. A track that carries on a broken one
+(linking.py) takes over its state, so a gap in tracking neither loses nor repeats a count; per-track
+state is dropped when a track ends without a successor."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import numpy as np
@@ -19,13 +22,15 @@ from edgepipe.geometry import (
     reference_points,
     signed_distance_to_line,
 )
-from edgepipe.types import Event, Frame, Tracks
+from edgepipe.linking import Lineage, TrackLinker
+from edgepipe.types import Counts, Event, Frame, RuleCounts, Tally, Tracks
 
 Side = Literal["left", "right"]
+Box = tuple[float, float, float, float]
 
 
 def _clock(frame: Frame) -> float:
-    """Seconds used for dwell/loiter: source time for files (faster than real time), else capture time."""
+    """Seconds used for dwell/loiter and linking: source time for files (faster than real time), else capture time."""
     return frame.source_time if frame.source_time is not None else frame.timestamp
 
 
@@ -41,8 +46,30 @@ def _selected(tracks: Tracks, class_ids: frozenset[int] | None) -> NDArray[np.in
     return np.flatnonzero(keep)
 
 
-def _bbox(xyxy: NDArray[np.float32]) -> tuple[float, float, float, float]:
+def _bbox(xyxy: NDArray[np.float32]) -> Box:
     return (float(xyxy[0]), float(xyxy[1]), float(xyxy[2]), float(xyxy[3]))
+
+
+@dataclass(frozen=True, slots=True)
+class _Sighting:
+    """A track as last seen: an event is stamped with the sighting it is about (a zone exit decided
+    after a track was lost has the frame and time it was last seen)."""
+
+    class_id: int
+    score: float
+    bbox: Box
+    frame: int
+    ts: float
+
+
+def _sighting(tracks: Tracks, row: int, frame: Frame) -> _Sighting:
+    return _Sighting(
+        int(tracks.class_id[row]),
+        float(tracks.score[row]),
+        _bbox(tracks.xyxy[row]),
+        frame.index,
+        frame.timestamp,
+    )
 
 
 class Rule(Protocol):
@@ -50,16 +77,16 @@ class Rule(Protocol):
 
     name: str
 
-    def update(self, tracks: Tracks, frame: Frame) -> list[Event]: ...
+    def update(self, tracks: Tracks, frame: Frame, lineage: Lineage | None = None) -> list[Event]: ...
 
-    def counts(self) -> dict[str, int]: ...
+    def counts(self) -> RuleCounts: ...
 
-    def close(self, frame: Frame | None) -> list[Event]: ...
+    def close(self, frame: Frame | None, lineage: Lineage | None = None) -> list[Event]: ...
 
 
 class _TrackRule:
     """What every rule shares: its name and pipeline for events, the labels, which point of a box
-    it tests, the hysteresis band and the classes it watches."""
+    it tests, the hysteresis band, the classes it watches and its counters per label."""
 
     def __init__(
         self,
@@ -70,6 +97,7 @@ class _TrackRule:
         reference_point: ReferencePoint,
         hysteresis_px: float,
         class_ids: Collection[int] | None,
+        count_keys: Sequence[str],
     ) -> None:
         if hysteresis_px < 0:
             raise ConfigError(f"rule {name!r}: hysteresis_px must be >= 0, not {hysteresis_px}")
@@ -79,15 +107,34 @@ class _TrackRule:
         self.reference_point: ReferencePoint = reference_point
         self.hysteresis_px = float(hysteresis_px)
         self.class_ids = None if class_ids is None else frozenset(int(c) for c in class_ids)
+        self._count_keys = tuple(count_keys)
+        self._total: Tally = dict.fromkeys(count_keys, 0)
+        self._by_label: dict[str, Tally] = {}
+
+    def _count(self, key: str, label: str, step: int = 1) -> None:
+        self._total[key] += step
+        tally = self._by_label.get(label)
+        if tally is None:
+            tally = self._by_label[label] = dict.fromkeys(self._count_keys, 0)
+        tally[key] += step
+
+    def _counts(self, **gauges: Counter[str]) -> RuleCounts:
+        """Totals, then the same per label; `gauges` are current values per label (e.g. occupancy),
+        which come first."""
+        counts: RuleCounts = {key: gauge.total() for key, gauge in gauges.items()}
+        counts.update(self._total)
+        counts["by_label"] = {
+            label: {**{key: gauge[label] for key, gauge in gauges.items()}, **tally}
+            for label, tally in sorted(self._by_label.items())
+        }
+        return counts
 
     def _event(
         self,
         kind: str,
         track_id: int,
-        class_id: int,
-        score: float,
-        bbox: tuple[float, float, float, float],
-        frame: Frame,
+        seen: _Sighting,
+        lineage: Lineage,
         *,
         direction: str | None = None,
         dwell_s: float | None = None,
@@ -97,14 +144,32 @@ class _TrackRule:
             pipeline=self.pipeline,
             rule=self.name,
             track_id=track_id,
-            label=_label(self.labels, class_id),
-            score=score,
-            bbox=bbox,
-            frame=frame.index,
-            ts=frame.timestamp,
+            label=_label(self.labels, seen.class_id),
+            score=seen.score,
+            bbox=seen.bbox,
+            frame=seen.frame,
+            ts=seen.ts,
             direction=direction,
             dwell_s=None if dwell_s is None else round(max(dwell_s, 0.0), 3),
+            linked_from=lineage.origin.get(track_id),
         )
+
+
+@dataclass(slots=True)
+class _LineState:
+    """A track's side of a line. `distance` (signed, px) and `along` (0..1 on the segment) are where
+    it was last seen beyond the band on `side`; a crossing is placed on the straight path from there
+    to where it is next seen beyond the band on the other side."""
+
+    side: int  # +1 right / -1 left; 0 until it is first seen beyond the band
+    distance: float
+    along: float
+    last_distance: float  # signed distance at its last sighting, in the band or not
+    first_side: int  # the first side it took, with where: a link found after the new track began
+    first_distance: float  # compares the old track's side with this (a crossing, if any, happened
+    first_along: float  # before the new track was first seen beyond the band)
+    heading: float | None  # inherited from a lost track: the change of signed distance it was heading for
+    seen: _Sighting
 
 
 class LineCrossing(_TrackRule):
@@ -114,9 +179,18 @@ class LineCrossing(_TrackRule):
     line drawn left to right, "right" is below it. A track must get more than `hysteresis_px`
     away from the line on the new side to count, and back beyond it on the old side to count
     again, so jitter on the line counts once. A track first seen inside the band has no side
-    until it leaves it. Only crossings within the segment's extent count: the projection of the
-    point where the track leaves the band must fall on the segment (0..1); a track that walks
-    around an end of the line changes side without counting.
+    until it leaves it, and takes the side it leaves on without counting: it was never seen on the
+    other side. Only crossings within the segment's extent count: the straight path between the last
+    sightings beyond the band on either side must meet the line within the segment (0..1); a track
+    that walks around an end of the line changes side without counting.
+
+    A track linked to one that ended (linking.py) carries on its side: a person lost on one side and
+    found on the other counts once, found on the same side not again. A crossing during the gap (the
+    successor's first sighting is beyond the band on the other side) counts only if the old track was
+    moving towards that side; a successor that only the gate's slack puts there takes that side
+    without counting. When the link is found only after the new track began (it was first seen
+    before the old one ended), the crossing between the old track's side and the new track's first
+    side is counted at the link, stamped with the new track's last sighting.
     """
 
     def __init__(
@@ -147,68 +221,116 @@ class LineCrossing(_TrackRule):
             reference_point=reference_point,
             hysteresis_px=hysteresis_px,
             class_ids=class_ids,
+            count_keys=("in", "out"),
         )
         self.in_sign = 1 if in_side == "right" else -1
-        self._side: dict[int, int] = {}  # track id → +1 right / -1 left: last side beyond the band
-        self._in = 0
-        self._out = 0
+        direction = self.end - self.start
+        # signed distance changes by normal · displacement (the gradient of signed_distance_to_line)
+        self._normal = np.array([-direction[1], direction[0]]) / float(np.hypot(*direction))
+        self._state: dict[int, _LineState] = {}
 
-    def update(self, tracks: Tracks, frame: Frame) -> list[Event]:
-        """Events for this frame; call once per frame, also with no tracks (ended ids drop state)."""
-        for track_id in tracks.ended.tolist():
-            self._side.pop(track_id, None)
+    def update(self, tracks: Tracks, frame: Frame, lineage: Lineage | None = None) -> list[Event]:
+        """Events for this frame; call once per frame, also with no tracks (ended ids drop state).
+
+        Without a `lineage` (from a TrackLinker), every ended track is released at once."""
+        lineage = lineage if lineage is not None else Lineage.unlinked(tracks.ended)
+        events = self._carry_over(lineage)
         rows = _selected(tracks, self.class_ids)
-        if len(rows) == 0:
-            return []
-        points = reference_points(tracks.xyxy[rows], self.reference_point)
-        distance = signed_distance_to_line(points, self.start, self.end)
-        along = projection_on_segment(points, self.start, self.end)
-        events: list[Event] = []
-        for row, d, t in zip(rows.tolist(), distance.tolist(), along.tolist(), strict=True):
-            if abs(d) <= self.hysteresis_px:
-                continue  # inside the band: keep the last side
-            track_id = int(tracks.track_id[row])
-            side = 1 if d > 0 else -1
-            previous = self._side.get(track_id)
-            self._side[track_id] = side
-            if previous is None or previous == side or not 0.0 <= t <= 1.0:
-                continue
-            direction = "in" if side == self.in_sign else "out"
-            if direction == "in":
-                self._in += 1
-            else:
-                self._out += 1
-            events.append(
-                self._event(
-                    "line_cross",
-                    track_id,
-                    int(tracks.class_id[row]),
-                    float(tracks.score[row]),
-                    _bbox(tracks.xyxy[row]),
-                    frame,
-                    direction=direction,
-                )
-            )
+        if len(rows):
+            points = reference_points(tracks.xyxy[rows], self.reference_point)
+            distance = signed_distance_to_line(points, self.start, self.end)
+            along = projection_on_segment(points, self.start, self.end)
+            for row, d, t in zip(rows.tolist(), distance.tolist(), along.tolist(), strict=True):
+                event = self._step(int(tracks.track_id[row]), d, t, _sighting(tracks, row, frame), lineage)
+                if event is not None:
+                    events.append(event)
+        for track_id in lineage.released:
+            self._state.pop(track_id, None)
         return events
 
-    def counts(self) -> dict[str, int]:
-        return {"in": self._in, "out": self._out}
+    def _step(self, track_id: int, d: float, t: float, seen: _Sighting, lineage: Lineage) -> Event | None:
+        beyond = abs(d) > self.hysteresis_px
+        state = self._state.get(track_id)
+        if state is None:
+            side = (1 if d > 0 else -1) if beyond else 0
+            self._state[track_id] = _LineState(side, d, t, d, side, d, t, None, seen)
+            return None
+        # the heading checks a crossing during the gap only: seen in the band first, it is seen crossing
+        heading, state.heading = state.heading, None
+        state.seen, state.last_distance = seen, d
+        if not beyond:
+            return None  # inside the band: keep the last side
+        side = 1 if d > 0 else -1
+        previous, before = state.side, (state.distance, state.along)
+        state.side, state.distance, state.along = side, d, t
+        if state.first_side == 0:
+            state.first_side, state.first_distance, state.first_along = side, d, t
+        if previous in (0, side) or not self._heading_agrees(heading, side):
+            return None
+        return self._crossing(track_id, before, (d, t), seen, lineage)
 
-    def close(self, frame: Frame | None) -> list[Event]:
+    def _heading_agrees(self, heading: float | None, side: int) -> bool:
+        """Whether a crossing to `side` right after a link is one the old track's motion explains:
+        it was moving towards that side (`heading`: the change of signed distance it was heading for)."""
+        return heading is None or heading * side > 0
+
+    def _crossing(
+        self,
+        track_id: int,
+        before: tuple[float, float],
+        after: tuple[float, float],
+        seen: _Sighting,
+        lineage: Lineage,
+    ) -> Event | None:
+        """The crossing from `before` to `after` ((distance, along) on opposite sides), if it meets the
+        segment itself."""
+        (d0, t0), (d1, t1) = before, after
+        crossing_along = t0 + d0 / (d0 - d1) * (t1 - t0)
+        if not 0.0 <= crossing_along <= 1.0:
+            return None
+        direction = "in" if (1 if d1 > 0 else -1) == self.in_sign else "out"
+        self._count(direction, _label(self.labels, seen.class_id))
+        return self._event("line_cross", track_id, seen, lineage, direction=direction)
+
+    def _carry_over(self, lineage: Lineage) -> list[Event]:
+        """Give each successor its predecessor's side (see the class docstring)."""
+        events: list[Event] = []
+        for link in lineage.links:
+            old = self._state.pop(link.ended_id, None)
+            if old is None:
+                continue
+            heading = None if link.heading_xy is None else float(self._normal @ np.asarray(link.heading_xy))
+            new = self._state.get(link.successor_id)
+            if new is None:
+                self._state[link.successor_id] = replace(old, heading=heading)
+            elif new.first_side == 0:  # seen only in the band so far: seen on its way across
+                self._state[link.successor_id] = replace(old, seen=new.seen, last_distance=new.last_distance)
+            elif old.side not in (0, new.first_side) and self._heading_agrees(heading, new.first_side):
+                before, after = (old.distance, old.along), (new.first_distance, new.first_along)
+                event = self._crossing(link.successor_id, before, after, new.seen, lineage)
+                if event is not None:
+                    events.append(event)
+        return events
+
+    def counts(self) -> RuleCounts:
+        return self._counts()
+
+    def close(self, frame: Frame | None, lineage: Lineage | None = None) -> list[Event]:
         """Nothing to flush: a line has no open intervals."""
-        self._side.clear()
+        self._state.clear()
         return []
 
 
 @dataclass(slots=True)
 class _Inside:
-    """A track inside a zone: when it entered and how it looked when last seen."""
+    """A track inside a zone: when it entered (clock seconds, see `_clock`), under which label it
+    is counted, and when and how it was last seen."""
 
     entered_s: float
+    label: str  # at entry: a visit is counted under one label from enter to exit
+    last_seen_s: float
     loitered: bool
-    class_id: int
-    score: float
-    bbox: tuple[float, float, float, float]
+    seen: _Sighting
 
 
 class Zone(_TrackRule):
@@ -218,9 +340,12 @@ class Zone(_TrackRule):
     edge and exits when it is outside by more than that; within the band it keeps its state, so
     someone standing on the border gives no flood of enter/exit. A track first seen clearly
     inside enters on that frame; one first seen in the band is outside until it gets clear of it.
-    A track that ends while inside exits on the frame it ends (with its last box), so occupancy
-    falls back when people leave the picture. `zone_loiter` fires once per visit when a track has
-    been inside for `loiter_s` seconds.
+    A track that ends while inside exits when it is released (linking.py: on the frame it ends
+    without linking, else once no successor came within the link window), so occupancy falls back
+    when people leave the picture; the exit is stamped with its last sighting (frame, time, box) and
+    its dwell runs until then. A successor carries on the visit: a broken track inside a zone is not
+    an exit and an enter. `zone_loiter` fires once per visit when a track has been inside for
+    `loiter_s` seconds.
     """
 
     def __init__(
@@ -247,17 +372,18 @@ class Zone(_TrackRule):
             reference_point=reference_point,
             hysteresis_px=hysteresis_px,
             class_ids=class_ids,
+            count_keys=("enter", "exit") if loiter_s is None else ("enter", "exit", "loiter"),
         )
         self.loiter_s = loiter_s
         self._inside: dict[int, _Inside] = {}
-        self._enter = 0
-        self._exit = 0
-        self._loiter = 0
 
-    def update(self, tracks: Tracks, frame: Frame) -> list[Event]:
-        """Events for this frame; call once per frame, also with no tracks (ended ids exit here)."""
+    def update(self, tracks: Tracks, frame: Frame, lineage: Lineage | None = None) -> list[Event]:
+        """Events for this frame; call once per frame, also with no tracks (released ids exit here).
+
+        Without a `lineage` (from a TrackLinker), every ended track is released at once."""
+        lineage = lineage if lineage is not None else Lineage.unlinked(tracks.ended)
         now = _clock(frame)
-        events: list[Event] = []
+        events = self._carry_over(lineage)
         rows = _selected(tracks, self.class_ids)
         points = reference_points(tracks.xyxy[rows], self.reference_point)
         inside = points_in_polygon(points, self.polygon)
@@ -265,80 +391,99 @@ class Zone(_TrackRule):
         for row, is_inside, is_clear in zip(rows.tolist(), inside.tolist(), clear.tolist(), strict=True):
             track_id = int(tracks.track_id[row])
             state = self._inside.get(track_id)
-            look = (int(tracks.class_id[row]), float(tracks.score[row]), _bbox(tracks.xyxy[row]))
+            seen = _sighting(tracks, row, frame)
             if state is None:
                 if is_clear and is_inside:
-                    state = self._inside[track_id] = _Inside(now, False, *look)
-                    self._enter += 1
-                    events.append(self._visit_event("zone_enter", track_id, state, frame, None))
+                    label = _label(self.labels, seen.class_id)
+                    state = self._inside[track_id] = _Inside(now, label, now, False, seen)
+                    self._count("enter", label)
+                    events.append(self._event("zone_enter", track_id, seen, lineage))
                 continue  # outside, or in the band without having been inside: nothing to do
-            state.class_id, state.score, state.bbox = look
+            state.seen, state.last_seen_s = seen, now
             if is_clear and not is_inside:
-                events.append(self._exit_event(track_id, frame, now))
+                events.append(self._exit(track_id, lineage))
                 continue
             if self.loiter_s is not None and not state.loitered and now - state.entered_s >= self.loiter_s:
                 state.loitered = True
-                self._loiter += 1
-                events.append(self._visit_event("zone_loiter", track_id, state, frame, now - state.entered_s))
-        for track_id in tracks.ended.tolist():
-            if track_id in self._inside:
-                events.append(self._exit_event(track_id, frame, now))
+                self._count("loiter", state.label)
+                events.append(
+                    self._event("zone_loiter", track_id, seen, lineage, dwell_s=now - state.entered_s)
+                )
+        events += [self._exit(tid, lineage) for tid in lineage.released if tid in self._inside]
         return events
 
-    def counts(self) -> dict[str, int]:
-        counts = {"occupancy": len(self._inside), "enter": self._enter, "exit": self._exit}
-        if self.loiter_s is not None:
-            counts["loiter"] = self._loiter
-        return counts
+    def _carry_over(self, lineage: Lineage) -> list[Event]:
+        """A successor carries on its predecessor's visit. If it already began a visit of its own (it
+        was first seen before the old track ended), both were announced: the old one exits now."""
+        events: list[Event] = []
+        for link in lineage.links:
+            if link.ended_id not in self._inside:
+                continue
+            if link.successor_id in self._inside:
+                events.append(self._exit(link.ended_id, lineage))
+            else:
+                self._inside[link.successor_id] = self._inside.pop(link.ended_id)
+        return events
 
-    def close(self, frame: Frame | None) -> list[Event]:
+    def counts(self) -> RuleCounts:
+        return self._counts(occupancy=Counter(state.label for state in self._inside.values()))
+
+    def close(self, frame: Frame | None, lineage: Lineage | None = None) -> list[Event]:
         """At shutdown every track still inside exits, so each enter has its exit.
 
         Without a frame (nothing processed) there is nobody inside and nothing to emit."""
         if frame is None:
             self._inside.clear()
             return []
-        now = _clock(frame)
-        return [self._exit_event(track_id, frame, now) for track_id in list(self._inside)]
+        lineage = lineage if lineage is not None else Lineage()
+        return [self._exit(track_id, lineage) for track_id in list(self._inside)]
 
-    def _exit_event(self, track_id: int, frame: Frame, now: float) -> Event:
+    def _exit(self, track_id: int, lineage: Lineage) -> Event:
+        """Leave the zone, stamped with the track's last sighting (the frame it was seen outside, or the
+        last one it was seen at all)."""
         state = self._inside.pop(track_id)
-        self._exit += 1
-        return self._visit_event("zone_exit", track_id, state, frame, now - state.entered_s)
-
-    def _visit_event(
-        self, kind: str, track_id: int, state: _Inside, frame: Frame, dwell_s: float | None
-    ) -> Event:
-        return self._event(kind, track_id, state.class_id, state.score, state.bbox, frame, dwell_s=dwell_s)
+        self._count("exit", state.label)
+        dwell_s = state.last_seen_s - state.entered_s
+        return self._event("zone_exit", track_id, state.seen, lineage, dwell_s=dwell_s)
 
 
 class Rules:
-    """All rules of one pipeline, updated together; events come out in rule order."""
+    """All rules of one pipeline, updated together with one TrackLinker; events come out in rule order."""
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    def __init__(self, rules: Sequence[Rule], linker: TrackLinker | None = None) -> None:
         names = [rule.name for rule in rules]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"rule names must be unique; repeated: {', '.join(duplicates)}")
         self.rules: list[Rule] = list(rules)
+        self.linker = linker
         self._last_frame: Frame | None = None
 
     def update(self, tracks: Tracks, frame: Frame) -> list[Event]:
         """Events of every rule for this frame; call once per frame, also when there are no tracks."""
         self._last_frame = frame
+        lineage = (
+            self.linker.update(tracks, _clock(frame))
+            if self.linker is not None
+            else Lineage.unlinked(tracks.ended)
+        )
         events: list[Event] = []
         for rule in self.rules:
-            events.extend(rule.update(tracks, frame))
+            events.extend(rule.update(tracks, frame, lineage))
         return events
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Running totals per rule, e.g. {"door": {"in": 3, "out": 1}}."""
+    def counts(self) -> Counts:
+        """Running totals per rule and per label, e.g.
+        {"door": {"in": 3, "out": 1, "by_label": {"person": {"in": 3, "out": 1}}}}."""
         return {rule.name: rule.counts() for rule in self.rules}
 
     def close(self, frame: Frame | None = None) -> list[Event]:
-        """Shutdown: zones emit `zone_exit` for tracks still inside (at `frame`, default the last one)."""
+        """Shutdown: zones emit `zone_exit` for tracks still inside, those waiting for a successor
+        included (each at its last sighting). `frame` (default: the last one) only says whether any
+        frame was processed."""
         frame = frame if frame is not None else self._last_frame
+        lineage = self.linker.close() if self.linker is not None else Lineage()
         events: list[Event] = []
         for rule in self.rules:
-            events.extend(rule.close(frame))
+            events.extend(rule.close(frame, lineage))
         return events

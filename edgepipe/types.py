@@ -88,6 +88,19 @@ class Tracks:
         )
 
 
+# Running totals of the rules (`Rules.counts()`, the retained MQTT `counts` payload), e.g.
+# {"door": {"in": 3, "out": 1, "by_label": {"person": {"in": 3, "out": 1}}}}: per rule its totals,
+# and the same totals per label under "by_label".
+Tally = dict[str, int]  # e.g. {"in": 3, "out": 1} or {"occupancy": 1, "enter": 4, "exit": 3}
+RuleCounts = dict[str, int | dict[str, Tally]]  # a Tally plus "by_label": {label: Tally}
+Counts = dict[str, RuleCounts]  # per rule name
+
+
+def totals(counts: RuleCounts) -> Tally:
+    """A rule's totals without the per-label breakdown."""
+    return {key: value for key, value in counts.items() if isinstance(value, int)}
+
+
 def utc_iso(timestamp: float) -> str:
     """ISO 8601 UTC with milliseconds, e.g. 2026-11-24T10:36:10.123Z."""
     moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
@@ -109,6 +122,7 @@ class Event:
     ts: float  # seconds since the epoch (UTC); serialised as ISO 8601
     direction: str | None = None  # "in" / "out" for line_cross
     dwell_s: float | None = None  # time inside, for zone_exit and zone_loiter
+    linked_from: int | None = None  # first track id of a broken track this one carries on (rules.py)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)  # made once, where the event is created
 
     def to_dict(self) -> dict[str, Any]:

@@ -68,6 +68,7 @@ def test_valid_pipeline_loads_with_paths_relative_to_the_file(
     assert cfg.detector.model == model_file
     assert cfg.source.path == video_file  # type: ignore[union-attr]
     assert cfg.tracker.max_age == 1 and cfg.tracker.min_hits == 3 and cfg.tracker.iou_threshold == 0.3
+    assert (cfg.linking.max_gap_s, cfg.linking.max_distance) == (2.0, 0.75)  # on unless turned off
     rule = cfg.rules[0]
     assert isinstance(rule, LineRuleConfig)
     assert rule.points == [(0.0, 10.0), (100.0, 10.0)]
@@ -170,6 +171,11 @@ BROKEN = [
         "name: a\nsource:\n  type: rtsp\n  url: rtsp://cam/x\n  reconnect_initial_s: 20\n  reconnect_max_s: 5\n"
         "detector: {model: m.xml}\n",
         ":2: source: reconnect_initial_s 20 must not exceed reconnect_max_s 5",
+    ),
+    (
+        "linking gap out of bounds",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nlinking:\n  max_gap_s: -1\n",
+        ":5: linking.max_gap_s: -1 is not between 0 and 10",
     ),
     (
         "password without username",

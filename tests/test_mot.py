@@ -1,4 +1,4 @@
-"""MOTChallenge det.txt reading (with file:line errors), result writing and `edgepipe track`."""
+"""MOTChallenge files: det.txt and gt.txt reading (with file:line errors), results writing, `edgepipe track`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from edgepipe.cli import main
 from edgepipe.errors import EdgepipeError
-from edgepipe.mot import read_detections, write_results
+from edgepipe.mot import TracksWriter, read_detections, read_trajectories, write_results
 from edgepipe.types import Tracks
 
 DET_TXT = """\
@@ -131,3 +131,79 @@ def test_track_command_names_the_bad_line(tmp_path: Path, capsys: pytest.Capture
     det = write(tmp_path, moving_target_det(2) + "3,-1,10,20,30,x,0.9\n")
     assert main(["track", "--mot", str(det)]) == 1
     assert capsys.readouterr().err == f"edgepipe: error: {det}:3: field 'h' is 'x', not a number\n"
+
+
+# ---------------------------------------------------------------- trajectories (gt.txt, results)
+GT_TXT = """\
+1,1,10,20,30,60,1,-1,-1,-1
+1,2,100,20,40,80,1,-1,-1,-1
+2,1,12,20,30,60,1,-1,-1,-1
+2,3,50,50,10,10,0,-1,-1,-1
+4,2,104,20,40,80,1,-1,-1,-1
+"""
+
+
+def test_ground_truth_keeps_evaluated_rows_and_ends_each_id_after_its_last_row(tmp_path: Path) -> None:
+    frames = read_trajectories(write(tmp_path, GT_TXT), ground_truth=True)
+    assert list(frames) == [1, 2, 3, 4]
+    assert frames[1].track_id.tolist() == [1, 2]
+    np.testing.assert_array_equal(frames[1].xyxy, [[10, 20, 40, 80], [100, 20, 140, 100]])
+    assert frames[2].track_id.tolist() == [1]  # id 3 has flag 0: not evaluated
+    assert frames[3].track_id.tolist() == [] and frames[3].ended.tolist() == [1]
+    assert frames[4].track_id.tolist() == [2] and frames[4].ended.tolist() == []  # ends with the run
+    assert all(t.score.tolist() == [1.0] * len(t) for t in frames.values())
+    assert frames[4].detection_index.tolist() == [0]
+
+
+def test_results_keep_their_score(tmp_path: Path) -> None:
+    frames = read_trajectories(write(tmp_path, "3,5,1,2,3,4,0.75,-1,-1,-1\n"), ground_truth=False)
+    assert [len(t) for t in frames.values()] == [0, 0, 1]
+    assert frames[3].score.tolist() == [0.75]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("2,1,10,20,30", "expected at least 7 comma-separated fields (frame, id, x, y, w, h, flag), found 5"),
+        ("2,-1,10,20,30,60,1", "field 'id' is '-1': track ids are whole numbers from 1"),
+        ("2,1.5,10,20,30,60,1", "field 'id' is '1.5': track ids are whole numbers from 1"),
+        ("2,1,10,20,30,60,yes", "field 'flag' is 'yes', not a number"),
+        ("0,1,10,20,30,60,1", "field 'frame' is '0': frames are numbered from 1"),
+    ],
+)
+def test_bad_ground_truth_rows_name_the_file_line_and_field(tmp_path: Path, line: str, message: str) -> None:
+    path = write(tmp_path, "1,1,10,20,30,60,1,-1,-1,-1\n" + line + "\n")
+    with pytest.raises(EdgepipeError) as error:
+        read_trajectories(path, ground_truth=True)
+    assert str(error.value) == f"{path}:2: {message}"
+
+
+def test_tracks_writer_writes_every_frame_as_motchallenge_rows_from_frame_1(tmp_path: Path) -> None:
+    tracks = Tracks(
+        np.array([[10, 20, 40, 80]], np.float32),
+        np.array([0.875], np.float32),
+        np.zeros(1, np.int32),
+        np.array([3], np.int64),
+        np.array([0], np.intp),
+        np.empty(0, np.int64),
+    )
+    path = tmp_path / "out" / "tracks.txt"
+    with TracksWriter(path) as writer:
+        writer.write(0, tracks)
+        writer.write(1, Tracks.empty())
+        writer.write(2, tracks)
+        assert path.read_text().count("\n") == 2  # flushed frame by frame
+    assert (
+        path.read_text()
+        == "1,3,10.00,20.00,30.00,60.00,0.8750,-1,-1,-1\n3,3,10.00,20.00,30.00,60.00,0.8750,-1,-1,-1\n"
+    )
+    # ...which reads back as the same tracks
+    back = read_trajectories(path, ground_truth=False)
+    np.testing.assert_array_equal(back[3].xyxy, tracks.xyxy)
+    assert back[3].score.tolist() == [0.875]
+
+
+def test_tracks_writer_reports_a_path_it_cannot_write(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(EdgepipeError, match=r"cannot write the tracks file .*file/tracks\.txt"):
+        TracksWriter(tmp_path / "file" / "tracks.txt")

@@ -54,7 +54,11 @@ def test_demo_counts_people_crossing_the_line(tmp_path: Path, shared_data: Path)
     assert all(e["schema"] == 1 and e["pipeline"] == "demo" and e["label"] == "person" for e in events)
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["ts"]) for e in events)
     frames = [e["frame"] for e in events]
-    assert frames == sorted(frames) and frames[0] >= 0 and frames[-1] < 400
+    assert min(frames) >= 0 and max(frames) < 400
+    # in frame order, but for the exits of tracks lost inside a zone: decided when no successor came
+    # within linking.max_gap_s, they carry the frame the track was last seen (rules.Zone)
+    decided = [e["frame"] for e in events if e["type"] != "zone_exit"]
+    assert decided == sorted(decided)
     crossings = [e for e in events if e["type"] == "line_cross"]
     # PETS09-S2L1: several people walk across the middle of the path in the first 40 s
     assert len(crossings) >= 4
@@ -63,7 +67,10 @@ def test_demo_counts_people_crossing_the_line(tmp_path: Path, shared_data: Path)
     assert ins >= 1 and outs >= 1
     for e in crossings:  # the feet (bottom centre) are near the vertical line x = 240 when it is crossed
         x1, _, x2, _ = e["bbox"]
-        assert abs((x1 + x2) / 2 - 240) < 40, e
+        if "linked_from" in e:  # crossed while the tracker had lost them: stamped where found again
+            assert ((x1 + x2) / 2 > 240) == (e["direction"] == "in"), e  # in = the image's right
+        else:
+            assert abs((x1 + x2) / 2 - 240) < 40, e
 
     summary = result.stderr.splitlines()
     assert re.fullmatch(

@@ -75,13 +75,16 @@ def ids(messages: list[dict[str, Any]]) -> list[str]:
     return [str(m["id"]) for m in messages]
 
 
-def expected_counts(events: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+def expected_counts(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The retained counts the events add up to; every event is a person, so by_label repeats them."""
     line = Counter(e["direction"] for e in events if e["type"] == "line_cross")
-    counts = {"crossing": {"in": line["in"], "out": line["out"]}}
+    tally: dict[str, int] = {"in": line["in"], "out": line["out"]}
+    counts: dict[str, dict[str, Any]] = {"crossing": {**tally, "by_label": {"person": tally}}}
     for zone in ("lawn", "scene"):
         kinds = Counter(e["type"] for e in events if e["rule"] == zone)
         enter, leave = kinds["zone_enter"], kinds["zone_exit"]
-        counts[zone] = {"occupancy": enter - leave, "enter": enter, "exit": leave}
+        tally = {"occupancy": enter - leave, "enter": enter, "exit": leave}
+        counts[zone] = {**tally, "by_label": {"person": tally} if enter else {}}
     return counts
 
 

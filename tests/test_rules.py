@@ -9,8 +9,9 @@ import pytest
 
 from edgepipe.errors import ConfigError
 from edgepipe.geometry import points_in_polygon
+from edgepipe.linking import TrackLinker
 from edgepipe.rules import LineCrossing, Rules, Zone
-from edgepipe.types import Event, Frame, Tracks
+from edgepipe.types import Event, Frame, Tracks, totals
 
 LABELS = ["person", "bicycle", "car"]
 IMAGE = np.zeros((4, 4, 3), np.uint8)
@@ -70,13 +71,13 @@ def test_line_downward_crossing_is_in_with_full_payload() -> None:
     assert (e.pipeline, e.rule, e.label, e.ts) == ("p", "door", "person", T0 + 0.3)
     assert e.bbox == (40.0, 72.0, 60.0, 112.0)
     assert e.score == pytest.approx(0.9)
-    assert rule.counts() == {"in": 1, "out": 0}
+    assert totals(rule.counts()) == {"in": 1, "out": 0}
 
 
 def test_line_upward_crossing_is_out() -> None:
     rule = door()
     assert summary(run_path(rule, [(50, 150), (50, 120), (50, 80)])) == [("line_cross", 1, 2, "out")]
-    assert rule.counts() == {"in": 0, "out": 1}
+    assert totals(rule.counts()) == {"in": 0, "out": 1}
 
 
 def test_in_side_left_flips_direction() -> None:
@@ -89,7 +90,7 @@ def test_jitter_across_the_line_counts_once() -> None:
     path = [(50, 70), (50, 92), (50, 108), (50, 93), (50, 107), (50, 95), (50, 109), (50, 140)]
     rule = door()
     assert summary(run_path(rule, path)) == [("line_cross", 1, 7, "in")]
-    assert rule.counts() == {"in": 1, "out": 0}
+    assert totals(rule.counts()) == {"in": 1, "out": 0}
 
 
 def test_jitter_without_hysteresis_counts_every_flip() -> None:
@@ -105,7 +106,7 @@ def test_cross_and_return_counts_in_then_out() -> None:
     rule = door()
     path = [(50, 60), (50, 130), (50, 140), (50, 100), (50, 70)]
     assert summary(run_path(rule, path)) == [("line_cross", 1, 1, "in"), ("line_cross", 1, 4, "out")]
-    assert rule.counts() == {"in": 1, "out": 1}
+    assert totals(rule.counts()) == {"in": 1, "out": 1}
 
 
 def test_track_first_seen_on_the_line_has_no_side_until_it_leaves_the_band() -> None:
@@ -132,7 +133,7 @@ def test_diagonal_line() -> None:
     assert summary(run_path(rule, [(170, 190), (182, 178), (190, 170)], track_id=2)) == [
         ("line_cross", 2, 2, "out")
     ]
-    assert rule.counts() == {"in": 1, "out": 1}
+    assert totals(rule.counts()) == {"in": 1, "out": 1}
 
 
 def test_reference_point_center_uses_box_middle() -> None:
@@ -169,9 +170,9 @@ def test_several_tracks_in_one_frame() -> None:
 def test_state_is_dropped_when_a_track_ends() -> None:
     rule = door()
     rule.update(tracks([(1, feet(50, 60)), (2, feet(80, 60))]), frame(0))
-    assert set(rule._side) == {1, 2}
+    assert set(rule._state) == {1, 2}
     rule.update(tracks([(2, feet(80, 60))], ended=[1]), frame(1))
-    assert set(rule._side) == {2}
+    assert set(rule._state) == {2}
     # An id seen again after it ended starts without a side.
     assert rule.update(tracks([(1, feet(50, 140))]), frame(2)) == []
 
@@ -209,7 +210,7 @@ def test_zone_enter_and_exit_with_dwell_across_a_concave_notch() -> None:
     # Walks right through the notch (outside), along the bottom bar (inside) and out at the right edge.
     path = [(150, 100), (150, 250), (250, 250), (250, 280), (350, 280)]
     assert zsummary(run_path(rule, path)) == [("zone_enter", 1, 1, None), ("zone_exit", 1, 4, 0.3)]
-    assert rule.counts() == {"occupancy": 0, "enter": 1, "exit": 1}
+    assert totals(rule.counts()) == {"occupancy": 0, "enter": 1, "exit": 1}
 
 
 def test_zone_notch_is_outside_while_the_bounding_box_would_contain_it() -> None:
@@ -221,18 +222,19 @@ def test_zone_notch_is_outside_while_the_bounding_box_would_contain_it() -> None
 def test_zone_track_first_seen_inside_enters_and_ending_inside_exits() -> None:
     rule = zone()
     rule.update(tracks([(5, feet(50, 50))]), frame(0))
-    assert rule.counts() == {"occupancy": 1, "enter": 1, "exit": 0}
+    assert totals(rule.counts()) == {"occupancy": 1, "enter": 1, "exit": 0}
     rule.update(tracks([(5, feet(50, 60))]), frame(1))
     events = rule.update(tracks([], ended=[5]), frame(2))
-    assert zsummary(events) == [("zone_exit", 5, 2, 0.2)]
-    assert events[0].bbox == (40.0, 20.0, 60.0, 60.0)  # last box seen
-    assert rule.counts() == {"occupancy": 0, "enter": 1, "exit": 1}
+    # Released when it ends (no linker here), stamped with its last sighting: frame 1, 0.1 s inside.
+    assert zsummary(events) == [("zone_exit", 5, 1, 0.1)]
+    assert (events[0].bbox, events[0].ts) == ((40.0, 20.0, 60.0, 60.0), T0 + 0.1)  # the last box seen
+    assert totals(rule.counts()) == {"occupancy": 0, "enter": 1, "exit": 1}
 
 
 def test_zone_occupancy_counts_tracks_inside() -> None:
     rule = zone()
     rule.update(tracks([(1, feet(50, 50)), (2, feet(250, 50)), (3, feet(150, 50))]), frame(0))
-    assert rule.counts() == {"occupancy": 2, "enter": 2, "exit": 0}
+    assert totals(rule.counts()) == {"occupancy": 2, "enter": 2, "exit": 0}
 
 
 def test_zone_loiter_fires_once_per_visit() -> None:
@@ -243,9 +245,9 @@ def test_zone_loiter_fires_once_per_visit() -> None:
         ("zone_loiter", 1, 5, 0.5),
         ("zone_exit", 1, 8, 0.8),
         ("zone_enter", 1, 9, None),
-        ("zone_exit", 1, 11, 0.2),
+        ("zone_exit", 1, 10, 0.1),  # ends after frame 10: its last sighting
     ]
-    assert rule.counts() == {"occupancy": 0, "enter": 2, "exit": 2, "loiter": 1}
+    assert totals(rule.counts()) == {"occupancy": 0, "enter": 2, "exit": 2, "loiter": 1}
 
 
 def test_zone_dwell_uses_source_time_when_present_else_capture_time() -> None:
@@ -265,7 +267,7 @@ def test_zone_state_does_not_grow_after_tracks_end() -> None:
     for i in range(100):
         rule.update(tracks([(i, feet(50, 50))], ended=[i - 1] if i else []), frame(i))
     assert list(rule._inside) == [99]
-    assert rule.counts() == {"occupancy": 1, "enter": 100, "exit": 99}
+    assert totals(rule.counts()) == {"occupancy": 1, "enter": 100, "exit": 99}
 
 
 def per_frame(rule: Zone, path: Sequence[tuple[float, float]]) -> list[list[tuple[str, float | None]]]:
@@ -344,7 +346,7 @@ def test_zone_deep_in_and_far_out_enters_and_exits_once(
         (50, 311),  # 9: 11 px outside
     ]
     assert zsummary(run_path(rule, path)) == expected  # the track ends at frame 10, already outside
-    assert rule.counts() == {"occupancy": 0, "enter": 1, "exit": 1}
+    assert totals(rule.counts()) == {"occupancy": 0, "enter": 1, "exit": 1}
 
 
 @pytest.mark.parametrize(
@@ -399,7 +401,7 @@ def test_zone_without_hysteresis_follows_the_polygon_frame_by_frame() -> None:
             (was_inside, inside[i]), []
         )
         assert [e.type for e in events] == expected, f"frame {i}"
-    assert 20 < rule.counts()["enter"] < 200  # the walk does cross the edge many times
+    assert 20 < totals(rule.counts())["enter"] < 200  # the walk does cross the edge many times
 
 
 @pytest.mark.parametrize(
@@ -425,12 +427,17 @@ def test_rules_update_counts_and_close() -> None:
     assert [(e.type, e.rule) for e in first] == [("zone_enter", "counter")]
     assert [(e.type, e.rule, e.direction) for e in second] == [("line_cross", "door", "in")]
     assert rules.counts() == {
-        "door": {"in": 1, "out": 0},
-        "counter": {"occupancy": 1, "enter": 1, "exit": 0},
+        "door": {"in": 1, "out": 0, "by_label": {"person": {"in": 1, "out": 0}}},
+        "counter": {
+            "occupancy": 1,
+            "enter": 1,
+            "exit": 0,
+            "by_label": {"person": {"occupancy": 1, "enter": 1, "exit": 0}},
+        },
     }
     closing = rules.close()
     assert [(e.type, e.frame, e.dwell_s) for e in closing] == [("zone_exit", 1, 0.1)]
-    assert rules.counts()["counter"] == {"occupancy": 0, "enter": 1, "exit": 1}
+    assert totals(rules.counts()["counter"]) == {"occupancy": 0, "enter": 1, "exit": 1}
 
 
 def test_rules_close_before_any_frame_is_empty() -> None:
@@ -451,3 +458,174 @@ def test_event_ids_are_unique_and_json_is_schema_1() -> None:
     assert payload["schema"] == 1
     assert payload["ts"] == "2027-01-15T08:00:00.100Z"
     assert payload["direction"] == "in"
+
+
+# ---------------------------------------------------------------- broken tracks (linking)
+def linked(*rules: LineCrossing | Zone) -> Rules:
+    return Rules(list(rules), TrackLinker(max_gap_s=2.0, max_distance=0.75))
+
+
+Step = dict[int, tuple[float, float]]  # track id → feet of the tracks seen in one frame
+
+
+def play(rules: Rules, steps: Sequence[Step | None], ends: dict[int, int] | None = None) -> list[Event]:
+    """Feed frames (None: nobody seen); `ends` maps a frame to the id the tracker ends in it. Every
+    track still there at the end ends after the last frame, and the rules are closed."""
+    ends = ends or {}
+    events: list[Event] = []
+    seen: set[int] = set()
+    for i, step in enumerate(steps):
+        rows = [(tid, feet(*p)) for tid, p in (step or {}).items()]
+        seen.update(tid for tid, _ in rows)
+        ended = [ends[i]] if i in ends else []
+        seen.difference_update(ended)
+        events += rules.update(tracks(rows, ended=ended), frame(i))
+    events += rules.update(tracks([], ended=sorted(seen)), frame(len(steps)))
+    return events + rules.close()
+
+
+def crossings(events: Sequence[Event]) -> list[tuple[int, int, str | None, int | None]]:
+    return [(e.track_id, e.frame, e.direction, e.linked_from) for e in events if e.type == "line_cross"]
+
+
+def down(track_id: int, ys: Sequence[float], x: float = 50.0) -> list[Step | None]:
+    return [{track_id: (x, y)} for y in ys]
+
+
+# Walking down at 10 px a frame (100 px/s), lost for 3 frames just above the band (90..110) of the
+# door y = 100, found again below it: the crossing happened while nobody saw it.
+FRAGMENTED = [*down(1, [40, 50, 60, 70, 80]), None, None, None, *down(2, [120, 130, 140, 150])]
+
+
+def test_a_fragment_found_past_the_line_is_counted_once() -> None:
+    events = play(linked(door()), FRAGMENTED, ends={7: 1})
+    assert crossings(events) == [(2, 8, "in", 1)]
+    assert events[0].to_dict()["linked_from"] == 1
+    # Without linking the new track starts past the line and the crossing is lost.
+    assert crossings(play(Rules([door()]), FRAGMENTED, ends={7: 1})) == []
+
+
+def test_a_re_found_person_is_not_counted_again() -> None:
+    # Crosses (counted), is lost below the line, found further down: still one crossing.
+    path = [*down(1, [70, 90, 115, 125]), None, None, *down(2, [155, 165, 175])]
+    assert crossings(play(linked(door()), path, ends={5: 1})) == [(1, 2, "in", None)]
+
+
+def test_a_person_standing_on_the_line_with_jittering_boxes_counts_once() -> None:
+    # Walks to the line, stands on it for 2 s with boxes jittering ±8 px across it, the track breaks
+    # while standing there (a new id in the band), then walks on.
+    standing = [100 + 8 * (-1) ** i for i in range(10)]
+    path = [*down(1, [60, 75, 90, *standing]), None, *down(2, [*standing, 120, 140])]
+    events = play(linked(door()), path, ends={13: 1})
+    assert crossings(events) == [(2, 24, "in", 1)]  # leaves the band below at frame 24
+
+
+def test_two_people_side_by_side_count_twice() -> None:
+    # Walk down 40 px apart, both lost before the line, both found past it: two crossings, each
+    # carried on by the right track.
+    path: list[Step | None] = [{1: (40, y), 2: (80, y)} for y in (40, 50, 60, 70, 80)]
+    path += [None, None, None, {3: (40, 120), 4: (80, 121)}, {3: (40, 130), 4: (80, 131)}]
+    events = play(linked(door()), path, ends={7: 1, 6: 2})
+    assert sorted(crossings(events)) == [(3, 8, "in", 1), (4, 8, "in", 2)]
+
+
+def test_a_person_who_turns_back_before_the_line_counts_zero() -> None:
+    # Walks down into the band, turns back, is lost and found again walking up.
+    path = [*down(1, [60, 75, 88, 96, 92]), None, None, *down(2, [70, 60, 50, 40])]
+    events = play(linked(door()), path, ends={6: 1})
+    assert crossings(events) == []
+
+
+def test_a_linked_track_that_crosses_back_counts_the_opposite_way() -> None:
+    back = down(2, [140, 130, 110, 95, 80, 70])
+    events = play(linked(door()), [*FRAGMENTED[:8], *back], ends={7: 1})
+    assert crossings(events) == [(2, 8, "in", 1), (2, 12, "out", 1)]
+
+
+def test_a_successor_that_only_the_gate_puts_past_the_line_is_not_a_crossing() -> None:
+    # Walks along the line 15 px above it (heading right, not down), is lost, and a track appears
+    # 12 px below the line where it was going: close enough to link, but its motion never led across.
+    path: list[Step | None] = [{1: (x, 85)} for x in (20, 30, 40, 50)]
+    path += [None, None, {2: (90, 112)}, {2: (100, 112)}]
+    events = play(linked(door()), path, ends={5: 1})
+    assert crossings(events) == []
+
+
+def test_a_link_found_after_the_new_track_began_counts_the_crossing_then() -> None:
+    # The tracker coasts track 1 (last seen at frame 4) and ends it at frame 8; track 2 is first
+    # seen at frame 6, past the line. The link (and the crossing) come at frame 8, stamped with
+    # track 2's last sighting before it: frame 7.
+    rules = linked(door())
+    for i, y in enumerate([40, 50, 60, 70, 80]):
+        assert rules.update(tracks([(1, feet(50, y))]), frame(i)) == []
+    assert rules.update(tracks([]), frame(5)) == []
+    for i, y in ((6, 120), (7, 130)):
+        assert rules.update(tracks([(2, feet(50, y))]), frame(i)) == []  # 2 alone was never above
+    events = rules.update(tracks([(2, feet(50, 140))], ended=[1]), frame(8))
+    assert crossings(events) == [(2, 7, "in", 1)]
+    assert events[0].bbox == (40.0, 90.0, 60.0, 130.0)
+
+
+def test_first_seen_in_the_band_takes_its_side_when_it_leaves_and_jitter_adds_no_crossing() -> None:
+    jitter = [100, 92, 108, 93, 107, 95, 109, 93, 107]
+    for rules in (Rules([door()]), linked(door())):
+        # First seen on the line, jitters ±8 px across it, walks off below: never seen above, no count.
+        assert crossings(play(rules, down(1, [*jitter, 140, 160]))) == []
+    for rules in (Rules([door()]), linked(door())):
+        # The same, then back up across: the side it took counts.
+        assert [c[2] for c in crossings(play(rules, down(1, [*jitter, 140, 160, 120, 70])))] == ["out"]
+    for rules in (Rules([door()]), linked(door())):
+        # The jitter fixture of test_jitter_across_the_line_counts_once, from above: once.
+        path = down(1, [70, 92, 108, 93, 107, 95, 109, 140])
+        assert [c[2] for c in crossings(play(rules, path))] == ["in"]
+
+
+def test_a_broken_track_inside_a_zone_is_not_an_exit_and_an_enter() -> None:
+    # Walks up into the U's left arm (clear inside at frame 2), is lost inside for 3 frames, found
+    # inside, walks out at the bottom (clear outside at frame 8).
+    path = [*down(1, [340, 290, 250]), None, None, None, *down(2, [240, 280, 330])]
+    events = play(linked(zone()), path, ends={5: 1})
+    assert [(e.type, e.track_id, e.frame, e.dwell_s, e.linked_from) for e in events] == [
+        ("zone_enter", 1, 2, None, None),
+        ("zone_exit", 2, 8, 0.6, 1),  # one visit, of 1 and then 2, from frame 2 to frame 8
+    ]
+    # Without linking: an exit when track 1 ends (stamped with its last sighting), and an enter.
+    unlinked = play(Rules([zone()]), path, ends={5: 1})
+    assert [(e.type, e.track_id, e.frame) for e in unlinked] == [
+        ("zone_enter", 1, 2),
+        ("zone_exit", 1, 2),
+        ("zone_enter", 2, 6),
+        ("zone_exit", 2, 8),
+    ]
+
+
+def test_a_track_lost_inside_a_zone_exits_when_no_successor_came_in_time() -> None:
+    rules = linked(zone())
+    events: list[Event] = []
+    events += rules.update(tracks([(1, feet(50, 250))]), frame(0))
+    events += rules.update(tracks([(1, feet(50, 240))]), frame(1))
+    occupancy = []
+    for i in range(2, 25):
+        events += rules.update(tracks([], ended=[1] if i == 4 else []), frame(i))
+        occupancy.append(totals(rules.counts()["counter"])["occupancy"])
+    # Inside (hidden) until more than max_gap_s (2 s) after it was last seen (frame 1, 0.1 s): then it
+    # exits (frame 22, 2.2 s), the event stamped with that last sighting.
+    assert occupancy == [1] * 20 + [0] * 3
+    assert [(e.type, e.frame, e.ts, e.dwell_s) for e in events] == [
+        ("zone_enter", 0, T0, None),
+        ("zone_exit", 1, T0 + 0.1, 0.1),
+    ]
+    assert totals(rules.counts()["counter"]) == {"occupancy": 0, "enter": 1, "exit": 1}
+
+
+def test_counts_per_label() -> None:
+    rules = Rules([door(), zone()])
+    rules.update(tracks([(1, feet(50, 60)), (2, feet(80, 60)), (3, feet(120, 60))]), frame(0))
+    rules.update(tracks([(1, feet(50, 140)), (2, feet(80, 140))]), frame(1))
+    rules.update(tracks([(3, feet(120, 140))], class_id=2), frame(2))
+    assert rules.counts()["door"] == {
+        "in": 3,
+        "out": 0,
+        "by_label": {"car": {"in": 1, "out": 0}, "person": {"in": 2, "out": 0}},
+    }
+    assert rules.counts()["counter"]["by_label"] == {"person": {"occupancy": 2, "enter": 2, "exit": 0}}

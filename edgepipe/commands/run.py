@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -10,10 +11,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from edgepipe.errors import ConfigError
+from edgepipe.types import Counts, totals
 
 if TYPE_CHECKING:  # imported when the command runs: `edgepipe --help` stays instant
     from edgepipe.config import PipelineConfig
     from edgepipe.pipeline import Pipeline, RunStats
+    from edgepipe.types import FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--source", metavar="PATH_OR_URL", help="replace the source of the (single) pipeline")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--events", metavar="PATH", help="also write events as JSON lines to PATH ('-' = stdout)")
+    p.add_argument(
+        "--tracks",
+        metavar="PATH",
+        help="write every reported track of every frame to PATH as MOTChallenge rows (for `edgepipe eval`)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.set_defaults(handler=main)
 
@@ -75,7 +83,7 @@ def load_all(paths: Sequence[str]) -> list[PipelineConfig]:
     return configs
 
 
-def summary_text(name: str, stats: RunStats, counts: dict[str, dict[str, int]]) -> str:
+def summary_text(name: str, stats: RunStats, counts: Counts) -> str:
     events = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.events.items())) or "none"
     lines = [
         f"{name}: {stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} fps), "
@@ -83,7 +91,14 @@ def summary_text(name: str, stats: RunStats, counts: dict[str, dict[str, int]]) 
         f"{name}: events: {events}",
     ]
     for rule, values in counts.items():
-        lines.append(f"{name}: {rule}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
+        line = f"{name}: {rule}: " + ", ".join(f"{k} {v}" for k, v in totals(values).items())
+        by_label = values.get("by_label")
+        if isinstance(by_label, dict) and len(by_label) > 1:  # one label: the totals say it all
+            line += "; " + "; ".join(
+                f"{label} " + ", ".join(f"{k} {v}" for k, v in tally.items())
+                for label, tally in by_label.items()
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -97,24 +112,28 @@ def main(args: argparse.Namespace) -> int:
     with Runtime(Notifier()) as runtime:
         from edgepipe.config import source_from_argument
         from edgepipe.detect import ModelPool
+        from edgepipe.mot import TracksWriter
         from edgepipe.pipeline import build
 
         configs = load_all(args.pipelines)
+        if len(configs) != 1 and (args.source is not None or args.tracks is not None):
+            raise ConfigError("--source and --tracks are for one pipeline; give exactly one PIPELINE.yml")
         if args.source is not None:
-            if len(configs) != 1:
-                raise ConfigError(
-                    "--source replaces the source of one pipeline; give exactly one PIPELINE.yml"
-                )
             configs = [source_from_argument(args.source, configs[0])]
         pool = ModelPool()  # one OpenVINO core, one compiled model per (model, device) for every pipeline
         pipelines = [build(cfg, pool, events_path=args.events, max_frames=args.max_frames) for cfg in configs]
         runtime.attach(pipelines)
         progress = _progress_bar(pipelines[0], args) if len(pipelines) == 1 else None
-        results = run_pipelines(
-            pipelines,
-            runtime,
-            (lambda _result, stats: progress.update(stats.frames, stats.fps)) if progress else None,
-        )
+        with contextlib.ExitStack() as outputs:
+            tracks_file = outputs.enter_context(TracksWriter(args.tracks)) if args.tracks else None
+
+            def each_frame(result: FrameResult, stats: RunStats) -> None:
+                if tracks_file is not None:
+                    tracks_file.write(result.frame.index, result.tracks)
+                if progress is not None:
+                    progress.update(stats.frames, stats.fps)
+
+            results = run_pipelines(pipelines, runtime, each_frame if len(pipelines) == 1 else None)
     if progress is not None:
         progress.finish()
     if runtime.signal_name is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from edgepipe.types import Event
+from edgepipe.types import Counts, Event
 
 
 class Publisher(Protocol):
@@ -19,7 +19,7 @@ class Publisher(Protocol):
     def publish(self, event: Event) -> None:
         """Deliver one event; must not block the frame loop on the network."""
 
-    def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
+    def publish_counts(self, counts: Counts) -> None:
         """Running totals per rule, after they changed (retained on MQTT; only the newest matters)."""
 
     def publish_status(self, status: dict[str, object]) -> None:
@@ -42,7 +42,7 @@ class FanoutPublisher:
         for publisher in self.publishers:
             publisher.publish(event)
 
-    def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
+    def publish_counts(self, counts: Counts) -> None:
         for publisher in self.publishers:
             publisher.publish_counts(counts)
 
@@ -79,7 +79,7 @@ class CallbackPublisher:
     def __init__(
         self,
         on_event: Callable[[Event], object],
-        on_counts: Callable[[dict[str, dict[str, int]]], object] | None = None,
+        on_counts: Callable[[Counts], object] | None = None,
     ) -> None:
         self.on_event = on_event
         self.on_counts = on_counts
@@ -87,7 +87,7 @@ class CallbackPublisher:
     def publish(self, event: Event) -> None:
         self.on_event(event)
 
-    def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
+    def publish_counts(self, counts: Counts) -> None:
         if self.on_counts is not None:
             self.on_counts(counts)
 

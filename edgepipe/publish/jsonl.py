@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 from edgepipe.errors import OutputError
-from edgepipe.types import Event
+from edgepipe.types import Counts, Event
 
 
 class JsonlSink:
@@ -37,7 +37,7 @@ class JsonlSink:
         self._stream.flush()
         self.written += 1
 
-    def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
+    def publish_counts(self, counts: Counts) -> None:
         pass
 
     def publish_status(self, status: dict[str, object]) -> None:

@@ -39,7 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edgepipe.errors import BrokerError
 from edgepipe.publish.outbox import Outbox
-from edgepipe.types import Event, utc_iso
+from edgepipe.types import Counts, Event, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +216,9 @@ class MqttPublisher:
         """Queue one event (an SQLite insert); the sender thread delivers it."""
         self._put(self.events_topic, event.to_json().encode(), retain=False, replace_key=None)
 
-    def publish_counts(self, counts: dict[str, dict[str, int]]) -> None:
+    def publish_counts(self, counts: Counts) -> None:
         """Queue the retained totals, replacing any not yet sent."""
-        # the totals alone, e.g. {"door": {"in": 3, "out": 1}}, so templates read value_json.door.in
+        # e.g. {"door": {"in": 3, "out": 1, "by_label": {...}}}, so templates read value_json.door.in
         self._put(self.counts_topic, _dumps(counts), retain=True, replace_key=self.counts_topic)
 
     def publish_status(self, status: dict[str, object]) -> None:
