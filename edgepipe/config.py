@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -24,18 +25,23 @@ from pydantic import (
     model_validator,
 )
 
-from edgepipe.config_errors import describe, message
-from edgepipe.errors import ConfigError, mask_secrets
+from edgepipe.config_errors import describe, dotted, line_of, message
+from edgepipe.config_yaml import read_pipeline_yaml
+from edgepipe.errors import ConfigError, FieldError, mask_secrets
 
 Point = tuple[float, float]
 Precision = Literal["auto", "f32", "bf16", "f16"]
 PerformanceHint = Literal["throughput", "latency"]
 MODEL_SUFFIXES = (".xml", ".onnx")  # OpenVINO IR (with its .bin) or ONNX
+NAME_MAX_LENGTH = 64  # pipeline and rule names end up in MQTT topics, entity ids and file names
+# Topic levels: MQTT forbids NUL and reserves + and # for subscriptions; a broker drops what breaks it.
+TOPIC_PATTERN = r"^[^\x00+#]+$"
 ReferencePointName = Literal["bottom_center", "center", "top_center"]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never a setting: a NaN roi or line point would silently match nothing
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
@@ -243,7 +249,11 @@ class LineRuleConfig(Model):
     """Counts tracks crossing a segment: direction 'in' when they move into `in_side`."""
 
     type: Literal["line"]
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="rule name used in events and topics")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_-]+$",
+        max_length=NAME_MAX_LENGTH,
+        description="rule name used in events and topics",
+    )
     points: list[Point] = Field(description="[[x1, y1], [x2, y2]] in frame pixels")
     in_side: Literal["left", "right"] = Field(
         "right", description="side of the segment, walking from the first to the second point, that is 'in'"
@@ -267,7 +277,11 @@ class ZoneRuleConfig(Model):
     """A polygon: zone_enter / zone_exit (with dwell time) and optional loitering events."""
 
     type: Literal["zone"]
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="rule name used in events and topics")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_-]+$",
+        max_length=NAME_MAX_LENGTH,
+        description="rule name used in events and topics",
+    )
     polygon: list[Point] = Field(description="[[x, y], ...] at least 3 points, in frame pixels")
     reference_point: ReferencePointName = "bottom_center"
     loiter_s: float | None = Field(None, gt=0, description="emit zone_loiter after this long inside")
@@ -324,13 +338,18 @@ class OutboxConfig(Model):
 class MqttConfig(Model):
     host: str = Field(min_length=1)
     port: int = Field(1883, ge=1, le=65535)
-    client_id: str | None = Field(None, description="default: edgepipe-<pipeline>")
+    client_id: str | None = Field(
+        None, pattern=r"^[^\x00]+$", max_length=256, description="default: edgepipe-<pipeline>"
+    )
     keepalive_s: int = Field(30, ge=5, le=3600)
     qos: Literal[0, 1, 2] = 1
     topic_prefix: str = Field(
-        "edgepipe", pattern=r"^[^#+]+$", description="topics are <prefix>/<pipeline>/..."
+        "edgepipe",
+        pattern=TOPIC_PATTERN,
+        max_length=256,
+        description="topics are <prefix>/<pipeline>/...; no NUL, + or #",
     )
-    username: str | None = None
+    username: str | None = Field(None, pattern=r"^[^\x00]+$", max_length=256)
     password_file: Path | None = Field(None, description="file whose first line is the password")
     password_env: str | None = Field(None, description="environment variable holding the password")
     tls: TlsConfig | None = None
@@ -369,14 +388,17 @@ class MqttConfig(Model):
         if self.password_file is not None:
             try:
                 lines = self.password_file.read_text(encoding="utf-8").splitlines()
-            except OSError as error:
-                raise ConfigError(
-                    f"cannot read MQTT password file {self.password_file}: {error.strerror}"
+            except (OSError, UnicodeDecodeError) as error:
+                reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+                raise FieldError(
+                    ("password_file",), f"cannot read the password file {self.password_file}: {reason}"
                 ) from None
             return SecretStr(lines[0] if lines else "")
         if self.password_env is not None:
             if self.password_env not in os.environ:
-                raise ConfigError(f"MQTT password variable {self.password_env} is not set")
+                raise FieldError(
+                    ("password_env",), f"the environment variable {self.password_env} is not set"
+                )
             return SecretStr(os.environ[self.password_env])
         return None
 
@@ -401,7 +423,11 @@ class OutputsConfig(Model):
 class PipelineConfig(Model):
     """One camera: source → detector → tracker → rules → outputs."""
 
-    name: str = Field(pattern=r"^[a-z0-9_-]+$", description="lower-case name; used in topics and events")
+    name: str = Field(
+        pattern=r"^[a-z0-9_-]+$",
+        max_length=NAME_MAX_LENGTH,
+        description="lower-case name; used in topics, events and file names",
+    )
     source: SourceConfig
     detector: DetectorConfig
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
@@ -412,38 +438,51 @@ class PipelineConfig(Model):
         10.0, gt=0, le=3600, description="how often stats go to the status topic"
     )
 
-    @model_validator(mode="after")
-    def _unique_rule_names(self) -> PipelineConfig:
-        names = [rule.name for rule in self.rules]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"rule names must be unique; repeated: {', '.join(duplicates)}")
-        return self
+    # where the settings came from, for errors found after parsing (PipelineConfig.error_at)
+    _origin: tuple[Path, yaml.Node | None] | None = PrivateAttr(default=None)
+
+    def error_at(self, field: tuple[str | int, ...], message: str) -> ConfigError:
+        """A ConfigError for one field, `FILE:LINE: field.path: message` when the config came from
+        a file (load_pipeline), `field.path: message` otherwise."""
+        if self._origin is None:
+            return ConfigError(mask_secrets(f"{dotted(field)}: {message}"))
+        path, root = self._origin
+        return ConfigError(mask_secrets(f"{path}:{line_of(root, field)}: {dotted(field)}: {message}"))
+
+    def rule_name_errors(self) -> list[str]:
+        """Each rule whose name an earlier rule has, at its own line."""
+        errors, seen = [], set()
+        for index, rule in enumerate(self.rules):
+            if rule.name in seen:
+                errors.append(
+                    str(
+                        self.error_at(
+                            ("rules", index, "name"),
+                            f"{rule.name!r} is the name of an earlier rule; rule names must be unique",
+                        )
+                    )
+                )
+            seen.add(rule.name)
+        return errors
 
 
 # ---------------------------------------------------------------- loading with file:line errors
 def load_pipeline(path: str | Path) -> PipelineConfig:
     """Parse and validate one pipeline file; every problem is reported in one ConfigError."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read pipeline file: {error.strerror}") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = error.problem or error.context or "invalid YAML"
-        raise ConfigError(f"{path}{line}: YAML syntax error: {problem}") from None
+    data, root = read_pipeline_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: a pipeline file must be a mapping with name, source, detector, ...")
     try:
-        return PipelineConfig.model_validate(data, context={"base_dir": path.parent})
+        cfg = PipelineConfig.model_validate(data, context={"base_dir": path.parent})
     except ValidationError as error:
         lines = [describe(path, root, item, PipelineConfig) for item in error.errors(include_url=False)]
         raise ConfigError("\n".join(lines)) from None
+    cfg._origin = (path, root)
+    problems = cfg.rule_name_errors()
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
 
 
 SectionT = TypeVar("SectionT", bound=BaseModel)

@@ -25,9 +25,14 @@ def describe(path: Path, root: yaml.Node | None, item: Any, model: type[BaseMode
     """One pydantic error as `FILE:LINE: field.path: message`."""
     loc: tuple[Any, ...] = tuple(item["loc"])
     yaml_loc, line = _locate(root, loc)
-    field = _dotted(yaml_loc) or "(top level)"
+    field = dotted(yaml_loc) or "(top level)"
     # a URL with a password may be the value that failed: never echo the password
     return mask_secrets(f"{path}:{line}: {field}: {message(item, yaml_loc, model)}")
+
+
+def line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:
+    """The line of the deepest part of `loc` that the file has (1 without a tree)."""
+    return _locate(root, loc)[1]
 
 
 def _locate(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], int]:
@@ -67,7 +72,8 @@ def _is_union_tag(node: yaml.Node | None, key: str) -> bool:
     return tag is not None and tag[1].value == key
 
 
-def _dotted(loc: tuple[Any, ...]) -> str:
+def dotted(loc: tuple[Any, ...]) -> str:
+    """('rules', 0, 'points') → rules[0].points"""
     text = ""
     for key in loc:
         text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))

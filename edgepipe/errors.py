@@ -17,6 +17,17 @@ class ConfigError(EdgepipeError):
     exit_code = 2
 
 
+class FieldError(ConfigError):
+    """A setting that only a stage can judge (a class name the model lacks, a device not on this
+    machine, an unset password variable), raised with its field path inside the stage's section;
+    `build` prefixes the section and the pipeline file's line (PipelineConfig.error_at)."""
+
+    def __init__(self, field: tuple[str | int, ...], message: str) -> None:
+        super().__init__(f"{'.'.join(map(str, field))}: {message}")
+        self.field = field
+        self.message = message
+
+
 class ModelError(EdgepipeError):
     """A model file is missing, corrupt or not the kind of model expected."""
 

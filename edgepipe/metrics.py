@@ -134,6 +134,8 @@ def log_line(snapshot: Mapping[str, Any]) -> str:
     for key in ("source_state", "dropped_frames", "outbox_depth"):
         if key in snapshot:
             parts.append(f"{key.replace('_', ' ')} {snapshot[key]}")
+    for problem in snapshot.get("problems", ()):
+        parts.append(f"DEGRADED: {problem}")
     return ", ".join(parts)
 
 

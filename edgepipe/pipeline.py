@@ -10,27 +10,27 @@ process itself is runtime.py, the commands are commands/, the Python API is api.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from edgepipe.config import LineRuleConfig, PipelineConfig, ZoneRuleConfig
 from edgepipe.detect import Detector, ModelPool
-from edgepipe.errors import ConfigError
+from edgepipe.errors import FieldError, OutputError
 from edgepipe.linking import TrackLinker
 from edgepipe.metrics import Metrics, log_line
-from edgepipe.paths import state_directory
 from edgepipe.publish import FanoutPublisher, Publisher
 from edgepipe.publish.discovery import discovery_messages
-from edgepipe.publish.jsonl import JsonlSink
-from edgepipe.publish.mqtt import MqttPublisher
+from edgepipe.publish.jsonl import JsonlSink, check_events_path
+from edgepipe.publish.mqtt import MqttPublisher, MqttSettings, mqtt_settings
 from edgepipe.rules import LineCrossing, Rules, Zone
 from edgepipe.sources import Source, open_source
 from edgepipe.track import SortTracker
-from edgepipe.types import Counts, Detections, Event, Frame, FrameResult, totals
+from edgepipe.types import Detections, Event, Frame, FrameResult, totals
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class RunStats:
     detections: int = 0
     track_ids: set[int] = field(default_factory=set)
     events: Counter[str] = field(default_factory=Counter)
+    lost: int = 0  # events accepted by the outputs that will never be delivered (known at the end)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -197,6 +198,7 @@ class Pipeline:
         self._publish(self.rules.close())
         self.publisher.publish_status(self.status())
         self.publisher.close()
+        self.stats.lost = self.publisher.lost()
 
     def status(self) -> dict[str, object]:
         """The status payload: windowed metrics, source state and drops, outbox depth."""
@@ -208,10 +210,64 @@ class Pipeline:
             outbox_depth=self.publisher.backlog(),
         )
         snapshot["run_fps"] = round(self.stats.fps, 2)
+        problems = self.publisher.problems()
+        if problems:  # "degraded": still counting, but delivery is not as it should be
+            snapshot["problems"] = problems
         return snapshot
 
 
 # ---------------------------------------------------------------- building stages from config
+@dataclass
+class Prepared:
+    """Every stage of a pipeline made and every setting checked, with nothing started yet: no
+    source opened, no outbox or events file created, no connection made. `edgepipe check` stops
+    here; `build` goes on from here, so both run the same checks."""
+
+    cfg: PipelineConfig
+    source: Source
+    detector: Detector
+    tracker: SortTracker
+    rules: Rules
+    mqtt: MqttSettings | None
+    jsonl_paths: list[str]
+
+
+def prepare(
+    cfg: PipelineConfig, pool: ModelPool, *, events_path: str | None = None, outputs: bool = True
+) -> Prepared:
+    """Check and make every stage of `cfg`; any problem is a ConfigError at its `FILE:LINE`, or
+    another EdgepipeError, before any frame. `outputs=False` leaves out the file's own outputs."""
+    detector = located(cfg, ("detector",), lambda: Detector(cfg.detector, pool=pool))
+    tracker = SortTracker(
+        max_age=cfg.tracker.max_age,
+        min_hits=cfg.tracker.min_hits,
+        iou_threshold=cfg.tracker.iou_threshold,
+        match_classes=cfg.tracker.match_classes,
+    )
+    rules = build_rules(cfg, detector.labels)
+    mqtt = cfg.outputs.mqtt if outputs else None
+    mqtt_ready = None
+    if mqtt is not None:
+        counters = {rule: list(totals(values)) for rule, values in rules.counts().items()}
+        discovery = (
+            discovery_messages(cfg.name, counters, topic_prefix=mqtt.topic_prefix)
+            if mqtt.home_assistant_discovery
+            else ()
+        )
+        mqtt_ready = located(cfg, ("outputs", "mqtt"), lambda: mqtt_settings(cfg.name, mqtt, discovery))
+    jsonl: list[str] = []
+    if outputs and cfg.outputs.jsonl is not None:
+        try:
+            check_events_path(cfg.outputs.jsonl.path)
+        except OutputError as error:
+            raise cfg.error_at(("outputs", "jsonl", "path"), str(error)) from None
+        jsonl.append(cfg.outputs.jsonl.path)
+    if events_path is not None:
+        check_events_path(events_path)
+        jsonl.append(events_path)
+    return Prepared(cfg, open_source(cfg.source), detector, tracker, rules, mqtt_ready, jsonl)
+
+
 def build(
     cfg: PipelineConfig,
     pool: ModelPool,
@@ -221,44 +277,55 @@ def build(
     outputs: bool = True,
     publishers: Sequence[Publisher] = (),
 ) -> Pipeline:
-    """Create every stage of `cfg`; fails here, before any frame, on anything wrong.
+    """Create every stage of `cfg` (see `prepare`) and open its outputs.
 
     `outputs=False` leaves out the file's own outputs (MQTT, JSON lines); `publishers` are added
     after them (the Python API's event consumers)."""
-    detector = Detector(cfg.detector, pool=pool)
-    tracker = SortTracker(
-        max_age=cfg.tracker.max_age,
-        min_hits=cfg.tracker.min_hits,
-        iou_threshold=cfg.tracker.iou_threshold,
-        match_classes=cfg.tracker.match_classes,
-    )
-    rules = build_rules(cfg, detector.labels)
-    own = _build_publishers(cfg, events_path, rules.counts()) if outputs else []
+    ready = prepare(cfg, pool, events_path=events_path, outputs=outputs)
+    own: list[Publisher] = [JsonlSink(path) for path in ready.jsonl_paths]
+    if ready.mqtt is not None:
+        own.insert(0, MqttPublisher(cfg.name, ready.mqtt))
     return Pipeline(
         cfg.name,
-        open_source(cfg.source),
-        detector,
-        tracker,
-        rules,
+        ready.source,
+        ready.detector,
+        ready.tracker,
+        ready.rules,
         FanoutPublisher([*own, *publishers]),
         max_frames=max_frames,
         status_interval_s=cfg.status_interval_s,
     )
 
 
-def _class_ids(names: Sequence[str] | None, labels: Sequence[str], where: str) -> set[int] | None:
+def _class_ids(names: Sequence[str] | None, labels: Sequence[str]) -> set[int] | None:
     if names is None:
         return None
     unknown = [n for n in names if n not in labels]
     if unknown:
-        raise ConfigError(f"{where}: unknown class {', '.join(unknown)}; the model knows {', '.join(labels)}")
+        raise FieldError(
+            ("classes",), f"unknown class {', '.join(unknown)}; the model knows {', '.join(labels)}"
+        )
     return {labels.index(n) for n in names}
+
+
+T = TypeVar("T")
+
+
+def located(cfg: PipelineConfig, section: tuple[str | int, ...], make: Callable[[], T]) -> T:
+    """`make()`, with a FieldError it raises turned into the pipeline file's `FILE:LINE: field`."""
+    try:
+        return make()
+    except FieldError as error:
+        raise cfg.error_at((*section, *error.field), error.message) from None
 
 
 def build_rules(cfg: PipelineConfig, labels: Sequence[str], *, link: bool = True) -> Rules:
     """The pipeline's rules and the TrackLinker they share; `link=False` for ids that are true
     identities (ground truth)."""
-    rules = [build_rule(cfg.name, rule, labels) for rule in cfg.rules]
+    rules = [
+        located(cfg, ("rules", index), functools.partial(build_rule, cfg.name, rule, labels))
+        for index, rule in enumerate(cfg.rules)
+    ]
     if not link or cfg.linking.max_gap_s == 0:
         return Rules(rules)
     return Rules(rules, TrackLinker(cfg.linking.max_gap_s, cfg.linking.max_distance))
@@ -277,7 +344,7 @@ def build_rule(
             in_side=rule.in_side,
             reference_point=rule.reference_point,
             hysteresis_px=rule.hysteresis_px,
-            class_ids=_class_ids(rule.classes, labels, f"rules.{rule.name}.classes"),
+            class_ids=_class_ids(rule.classes, labels),
         )
     return Zone(
         rule.name,
@@ -287,47 +354,5 @@ def build_rule(
         reference_point=rule.reference_point,
         loiter_s=rule.loiter_s,
         hysteresis_px=rule.hysteresis_px,
-        class_ids=_class_ids(rule.classes, labels, f"rules.{rule.name}.classes"),
+        class_ids=_class_ids(rule.classes, labels),
     )
-
-
-def _build_publishers(cfg: PipelineConfig, events_path: str | None, counts: Counts) -> list[Publisher]:
-    publishers: list[Publisher] = []
-    mqtt = cfg.outputs.mqtt
-    if mqtt is not None:
-        password = mqtt.password()
-        outbox_path = mqtt.outbox.path or state_directory() / f"{cfg.name}-outbox.sqlite"
-        tls = mqtt.tls
-        publishers.append(
-            MqttPublisher(
-                cfg.name,
-                host=mqtt.host,
-                port=mqtt.port,
-                client_id=mqtt.client_id or f"edgepipe-{cfg.name}",
-                keepalive_s=mqtt.keepalive_s,
-                qos=mqtt.qos,
-                topic_prefix=mqtt.topic_prefix,
-                tls=tls is not None,  # a tls: section without ca_file means the system CAs
-                tls_ca_file=tls.ca_file if tls else None,
-                tls_cert_file=tls.cert_file if tls else None,
-                tls_key_file=tls.key_file if tls else None,
-                tls_insecure=tls.insecure if tls else False,
-                username=mqtt.username,
-                password=password.get_secret_value() if password is not None else None,
-                outbox_path=outbox_path,
-                outbox_max_messages=mqtt.outbox.max_messages,
-                outbox_max_age_s=mqtt.outbox.max_age_s,
-                discovery=discovery_messages(
-                    cfg.name,
-                    {rule: list(totals(values)) for rule, values in counts.items()},
-                    topic_prefix=mqtt.topic_prefix,
-                )
-                if mqtt.home_assistant_discovery
-                else (),
-            )
-        )
-    if cfg.outputs.jsonl is not None:
-        publishers.append(JsonlSink(cfg.outputs.jsonl.path))
-    if events_path is not None:
-        publishers.append(JsonlSink(events_path))
-    return publishers

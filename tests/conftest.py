@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +57,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.skipped and os.environ.get("CI") == "true" and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, where nothing may be skipped: {report.longrepr}"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Generator[Callable[[int], Path], None, None]:
+    """Factory: `small_disk(size_bytes)` → a folder on a real tmpfs of that size, for disk-full tests
+    (needs root, as CI has; unmounted at the end)."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def make(size_bytes: int) -> Path:
+        if os.geteuid() != 0:
+            pytest.fail("disk-full tests mount a tmpfs: run the suite as root (CI does)")
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(folder)], check=True)
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -144,7 +144,7 @@ BROKEN = [
         "duplicate rule names",
         "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nrules:\n"
         "  - {type: line, name: d, points: [[0, 0], [1, 1]]}\n  - {type: zone, name: d, polygon: [[0, 0], [1, 1], [0, 1]]}\n",
-        ":1: (top level): rule names must be unique; repeated: d",
+        ":6: rules[1].name: 'd' is the name of an earlier rule; rule names must be unique",
     ),
     (
         "roi inverted",
@@ -178,6 +178,40 @@ BROKEN = [
         ":5: linking.max_gap_s: -1 is not between 0 and 10",
     ),
     (
+        "duplicate key",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector:\n  model: m.xml\n  threshold: 0.5\n"
+        "  threshold: 0.6\n",
+        ":6: detector.threshold: key given twice (first at line 5); keep one",
+    ),
+    (
+        "NaN roi",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector:\n  model: m.xml\n  roi: [0, 0, .nan, 10]\n",
+        ":5: detector.roi[2]: nan: input should be a finite number",
+    ),
+    (
+        "infinite line point",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nrules:\n"
+        "  - type: line\n    name: d\n    points: [[0, 0], [.inf, 5]]\n",
+        ":7: rules[0].points[1][0]: inf: input should be a finite number",
+    ),
+    (
+        "NUL in a topic",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\noutputs:\n  mqtt:\n"
+        '    host: h\n    topic_prefix: "edge\\0pipe"\n',
+        ":7: outputs.mqtt.topic_prefix: 'edge\\x00pipe' does not match the pattern",
+    ),
+    (
+        "wildcard in a topic",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\noutputs:\n  mqtt:\n"
+        "    host: h\n    topic_prefix: home/+/cams\n",
+        ":7: outputs.mqtt.topic_prefix: 'home/+/cams' does not match the pattern",
+    ),
+    (
+        "a name too long",
+        "name: " + "a" * 5000 + "\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\n",
+        ":1: name: 'aaaa",
+    ),
+    (
         "password without username",
         "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\noutputs:\n  mqtt:\n"
         "    host: localhost\n    password_env: MQTT_PW\n",
@@ -196,6 +230,81 @@ def test_broken_config_names_file_line_and_field(
     message = str(caught.value)
     assert message.startswith(str(path))
     assert f"{path}{expected}" in message, message
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "value"),
+    [
+        ("name: off\n", "name", "off"),  # YAML 1.1 made it False; 1.2 reads a string
+        ("name: 'n'\n", "name", "n"),
+        ("name: y\n", "name", "y"),
+        ("name: a\nstatus_interval_s: 010\n", "status_interval_s", 10.0),  # decimal, not octal 8
+    ],
+)
+def test_yaml_1_2_scalars(
+    tmp_path: Path, model_file: Path, video_file: Path, text: str, field: str, value: object
+) -> None:
+    cfg = load_pipeline(
+        write(tmp_path, text + "source: {type: file, path: v.mp4}\ndetector: {model: m.xml}\n")
+    )
+    assert getattr(cfg, field) == value
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"name: caf\xe9\n", ":1: not UTF-8 text (byte 0xe9): save the file as UTF-8"),
+        (b"name: a\nsource:\n\x00\x01\x02", ":3: not a text file (a NUL byte)"),
+        (b"\x89PNG\r\n\x1a\n", ":1: not UTF-8 text (byte 0x89)"),
+    ],
+    ids=["latin-1", "binary", "png"],
+)
+def test_a_file_that_is_not_utf8_text_is_one_line(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = tmp_path / "p.yml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline(path)
+    assert str(caught.value).startswith(f"{path}{expected}")
+
+
+def test_special_files_are_refused_without_waiting(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "p.yml"
+    os.mkfifo(fifo)  # reading it would wait forever for a writer
+    with pytest.raises(ConfigError, match=r"p\.yml: cannot read pipeline file: it is not a regular file"):
+        load_pipeline(fifo)
+    with pytest.raises(ConfigError, match=r": cannot read pipeline file: it is a folder"):
+        load_pipeline(tmp_path)
+    big = tmp_path / "big.yml"
+    big.write_bytes(b"#" * (2 << 20))
+    with pytest.raises(ConfigError, match=r"big\.yml: cannot read pipeline file: 2097152 bytes is too large"):
+        load_pipeline(big)
+
+
+def test_an_alias_bomb_is_refused(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="expands to more than 100000 nodes"):
+        load_pipeline(path)
+
+
+def test_merge_keys_and_anchors_work(tmp_path: Path, model_file: Path, video_file: Path) -> None:
+    cfg = load_pipeline(
+        write(
+            tmp_path,
+            """
+            name: a
+            source: {type: file, path: v.mp4}
+            detector: {model: m.xml}
+            rules:
+              - &door {type: line, name: front, points: [[0, 10], [100, 10]], hysteresis_px: 4}
+              - {<<: *door, name: back}
+            """,
+        )
+    )
+    assert [(r.name, r.hysteresis_px) for r in cfg.rules] == [("front", 4.0), ("back", 4.0)]
 
 
 def test_all_errors_are_reported_at_once(tmp_path: Path, model_file: Path, video_file: Path) -> None:
@@ -282,8 +391,18 @@ def test_password_is_read_from_file_and_env(
     assert cfg.outputs.mqtt is not None
     assert cfg.outputs.mqtt.password().get_secret_value() == "from-env"  # type: ignore[union-attr]
     monkeypatch.delenv("EDGEPIPE_TEST_PW")
-    with pytest.raises(ConfigError, match="MQTT password variable EDGEPIPE_TEST_PW is not set"):
+    with pytest.raises(
+        ConfigError, match="password_env: the environment variable EDGEPIPE_TEST_PW is not set"
+    ):
         cfg.outputs.mqtt.password()
+    # found after parsing, still at its line: what build() and `edgepipe check` report
+    from edgepipe.pipeline import located
+
+    with pytest.raises(ConfigError) as caught:
+        located(cfg, ("outputs", "mqtt"), cfg.outputs.mqtt.password)
+    assert str(caught.value) == (
+        f"{tmp_path / 'p.yml'}:8: outputs.mqtt.password_env: the environment variable EDGEPIPE_TEST_PW is not set"
+    )
 
 
 @pytest.mark.parametrize(

@@ -251,8 +251,8 @@ def test_bad_ca_file_is_one_error_line_before_any_frame(
     config = write_config(tmp_path, video, broker, realtime=False, mqtt_extra=f"    tls: {{ca_file: {ca}}}\n")
     run = edgepipe_run(config, tmp_path / "events.jsonl", max_frames=100)
     out = run.communicate(timeout=240)[0].decode()
-    assert run.returncode == 1
-    assert f"edgepipe: error: MQTT tls.ca_file {ca} is not a PEM CA certificate" in out
+    assert run.returncode == 2  # a setting: FILE:LINE, like every config error
+    assert f"edgepipe: error: {config}:15: outputs.mqtt.tls.ca_file: {ca} is not a PEM CA certificate" in out
     assert "Traceback" not in out
 
 

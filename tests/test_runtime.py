@@ -297,6 +297,12 @@ class AgeRecorder:
     def backlog(self) -> int | None:
         return None
 
+    def lost(self) -> int:
+        return 0
+
+    def problems(self) -> list[str]:
+        return []
+
     def close(self, timeout_s: float = 5.0) -> None:
         pass
 

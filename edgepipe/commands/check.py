@@ -25,26 +25,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def main(args: argparse.Namespace) -> int:
     from edgepipe.commands.run import load_all
     from edgepipe.config import LiveSourceConfig
-    from edgepipe.detect import Detector, ModelPool
-    from edgepipe.pipeline import build_rule
-    from edgepipe.sources import open_source
+    from edgepipe.detect import ModelPool
+    from edgepipe.pipeline import prepare
 
     configs = load_all(args.pipelines)
     pool = ModelPool()
     problems: list[str] = []
     for path, cfg in zip(args.pipelines, configs, strict=True):
         try:
-            detector = Detector(cfg.detector, pool=pool)
-            for rule in cfg.rules:
-                build_rule(cfg.name, rule, detector.labels)
-            if cfg.outputs.mqtt is not None:
-                cfg.outputs.mqtt.password()
+            ready = prepare(cfg, pool)  # exactly what `edgepipe run` checks before its first frame
             if not args.no_source:
                 spec = cfg.source
                 timeout_s = (
                     spec.open_timeout_s if isinstance(spec, LiveSourceConfig) else LOCAL_OPEN_TIMEOUT_S
                 )
-                _probe_source(open_source(spec), timeout_s)
+                _probe_source(ready.source, timeout_s)
+        except ConfigError as error:  # already FILE:LINE: field
+            problems.append(str(error))
+            continue
         except EdgepipeError as error:
             problems.append(f"{path}: {error}")
             continue

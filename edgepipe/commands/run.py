@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from edgepipe.errors import ConfigError
+from edgepipe.errors import ConfigError, OutputError
 from edgepipe.types import Counts, totals
 
 if TYPE_CHECKING:  # imported when the command runs: `edgepipe --help` stays instant
@@ -140,6 +140,14 @@ def main(args: argparse.Namespace) -> int:
         log.warning("stopped by %s", runtime.signal_name)
     for pipeline, stats in zip(pipelines, results, strict=True):
         print(summary_text(pipeline.name, stats, pipeline.rules.counts()), file=sys.stderr)
+    lost = {
+        pipeline.name: stats.lost for pipeline, stats in zip(pipelines, results, strict=True) if stats.lost
+    }
+    if lost:
+        raise OutputError(
+            "events were lost (see the errors above): "
+            + ", ".join(f"{name} {count}" for name, count in lost.items())
+        )
     return 0
 
 

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from edgepipe.config import DetectorConfig
 from edgepipe.detect.decoders import Decoder, DecodeSettings, decoder_for
 from edgepipe.detect.runtime import ModelPool, Preprocess, check_image, infer_one, infer_stream
-from edgepipe.errors import ConfigError
+from edgepipe.errors import FieldError
 from edgepipe.modelcard import ModelCard, resolve_card
 from edgepipe.types import Detections, Frame
 
@@ -162,5 +162,7 @@ def _class_mask(classes: Iterable[str], labels: tuple[str, ...]) -> NDArray[np.b
     wanted = list(classes)
     unknown = [c for c in wanted if c not in labels]
     if unknown:
-        raise ConfigError(f"unknown class name(s) {', '.join(unknown)}; valid names: {', '.join(labels)}")
+        raise FieldError(
+            ("classes",), f"unknown class name(s) {', '.join(unknown)}; valid names: {', '.join(labels)}"
+        )
     return np.isin(np.asarray(labels), wanted)

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgepipe.config import MODEL_SUFFIXES, PerformanceHint, Precision
-from edgepipe.errors import ConfigError, ModelError
+from edgepipe.errors import ConfigError, FieldError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,10 @@ def _resolve_device(core: Any, device: str) -> str:
         return device
     for name in wanted:
         if name not in available and name.split(".")[0] not in {a.split(".")[0] for a in available}:
-            raise ConfigError(
+            raise FieldError(
+                ("device",),
                 f"device {name!r} is not available on this machine; available: "
-                f"{', '.join(available) or 'none'} (or AUTO). Set device to one of them."
+                f"{', '.join(available) or 'none'} (or AUTO). Set device to one of them.",
             )
     return device
 

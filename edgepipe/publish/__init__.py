@@ -28,6 +28,12 @@ class Publisher(Protocol):
     def backlog(self) -> int | None:
         """Messages accepted but not yet delivered (an outbox's depth); None if it keeps none."""
 
+    def lost(self) -> int:
+        """Messages accepted that will never be delivered (reported, never silent)."""
+
+    def problems(self) -> list[str]:
+        """What keeps delivery from working normally right now (the pipeline is degraded)."""
+
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what can be flushed within `timeout_s`, say "offline", release resources."""
 
@@ -53,6 +59,12 @@ class FanoutPublisher:
     def backlog(self) -> int | None:
         depths = [depth for p in self.publishers if (depth := p.backlog()) is not None]
         return sum(depths) if depths else None
+
+    def lost(self) -> int:
+        return sum(p.lost() for p in self.publishers)
+
+    def problems(self) -> list[str]:
+        return [problem for p in self.publishers for problem in p.problems()]
 
     def close(self, timeout_s: float = 5.0) -> None:
         errors: list[BaseException] = []
@@ -96,6 +108,12 @@ class CallbackPublisher:
 
     def backlog(self) -> int | None:
         return None
+
+    def lost(self) -> int:
+        return 0
+
+    def problems(self) -> list[str]:
+        return []
 
     def close(self, timeout_s: float = 5.0) -> None:
         pass

@@ -29,6 +29,7 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edgepipe.errors import BrokerError
-from edgepipe.publish.outbox import Outbox
+from edgepipe.config import MqttConfig, TlsConfig
+from edgepipe.errors import FieldError, OutputError
+from edgepipe.paths import state_directory
+from edgepipe.publish.outbox import Outbox, check_outbox_path
 from edgepipe.types import Counts, Event, utc_iso
 
 log = logging.getLogger(__name__)
@@ -72,33 +75,79 @@ class _Throttle:
         self._next = 0.0
 
 
-def _tls_context(
-    ca_file: str | os.PathLike[str] | None,
-    cert_file: str | os.PathLike[str] | None,
-    key_file: str | os.PathLike[str] | None,
-    insecure: bool,
-) -> ssl.SSLContext:
-    """Load the TLS files now, so a wrong path or a bad file fails at start-up with its name."""
-    for what, path in (("tls.ca_file", ca_file), ("tls.cert_file", cert_file), ("tls.key_file", key_file)):
-        if path is not None and not Path(path).is_file():
-            raise BrokerError(f"MQTT {what} {path} does not exist or is not a file")
-    if key_file is not None and cert_file is None:
-        raise BrokerError(f"MQTT tls.key_file {key_file} is set without tls.cert_file; set both or neither")
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """Load the TLS files now, so a file that is not what it should be fails at start-up (and in
+    `check`) naming its field; the system CAs when no ca_file is given. (That the files exist and a
+    key comes with its certificate, the config has checked.)"""
+    ca_file, cert_file, key_file = tls.ca_file, tls.cert_file, tls.key_file
     try:
         context = ssl.create_default_context(cafile=None if ca_file is None else os.fspath(ca_file))
-    except (ssl.SSLError, OSError) as err:
-        raise BrokerError(f"MQTT tls.ca_file {ca_file} is not a PEM CA certificate: {err}") from err
+    except (ssl.SSLError, OSError, ValueError) as err:
+        raise FieldError(("tls", "ca_file"), f"{ca_file} is not a PEM CA certificate: {err}") from err
     if cert_file is not None:
         try:
             context.load_cert_chain(cert_file, key_file)
-        except (ssl.SSLError, OSError) as err:
-            raise BrokerError(
-                f"MQTT client certificate {cert_file} (key {key_file or 'in the same file'}) cannot be loaded: "
-                f"{err}; check that both are PEM and belong together"
+        except (ssl.SSLError, OSError, ValueError) as err:
+            raise FieldError(
+                ("tls", "cert_file"),
+                f"client certificate {cert_file} (key {key_file or 'in the same file'}) cannot be loaded: "
+                f"{err}; check that both are PEM and belong together",
             ) from err
-    if insecure:
+    if tls.insecure:
         context.check_hostname = False  # still verifies the chain; only the host name is not checked
     return context
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """An `outputs.mqtt` section with everything read and checked that can be before connecting:
+    the password, the TLS files, the outbox location. `mqtt_settings` makes it, for `edgepipe run`
+    and `edgepipe check` alike."""
+
+    host: str
+    port: int
+    client_id: str
+    keepalive_s: int
+    qos: int
+    topic_prefix: str
+    tls: ssl.SSLContext | None
+    username: str | None
+    password: str | None = field(repr=False)
+    outbox_path: Path
+    outbox_max_messages: int
+    outbox_max_age_s: float
+    discovery: tuple[tuple[str, bytes], ...] = ()  # (topic, payload), retained on every connect
+
+    @property
+    def broker(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def mqtt_settings(
+    pipeline: str, cfg: MqttConfig, discovery: Sequence[tuple[str, bytes]] = ()
+) -> MqttSettings:
+    """Read and check an `outputs.mqtt` section; problems are FieldErrors inside it."""
+    password = cfg.password()
+    outbox_path = cfg.outbox.path or state_directory() / f"{pipeline}-outbox.sqlite"
+    try:
+        check_outbox_path(outbox_path)
+    except OutputError as err:
+        raise FieldError(("outbox", "path"), str(err)) from None
+    return MqttSettings(
+        host=cfg.host,
+        port=cfg.port,
+        client_id=cfg.client_id or f"edgepipe-{pipeline}",
+        keepalive_s=cfg.keepalive_s,
+        qos=cfg.qos,
+        topic_prefix=cfg.topic_prefix,
+        tls=None if cfg.tls is None else tls_context(cfg.tls),  # a tls: section without ca_file: system CAs
+        username=cfg.username,
+        password=None if password is None else password.get_secret_value(),
+        outbox_path=outbox_path,
+        outbox_max_messages=cfg.outbox.max_messages,
+        outbox_max_age_s=cfg.outbox.max_age_s,
+        discovery=tuple(discovery),
+    )
 
 
 class MqttPublisher:
@@ -107,47 +156,26 @@ class MqttPublisher:
     def __init__(
         self,
         pipeline: str,
+        settings: MqttSettings,
         *,
-        host: str,
-        port: int = 1883,
-        client_id: str | None = None,
-        keepalive_s: int = 30,
-        qos: int = 1,
-        topic_prefix: str = "edgepipe",
-        tls: bool | None = None,
-        tls_ca_file: str | os.PathLike[str] | None = None,
-        tls_cert_file: str | os.PathLike[str] | None = None,
-        tls_key_file: str | os.PathLike[str] | None = None,
-        tls_insecure: bool = False,
-        username: str | None = None,
-        password: str | None = None,
-        outbox_path: str | os.PathLike[str],
-        outbox_max_messages: int = 100_000,
-        outbox_max_age_s: float = 7 * 24 * 3600,
         max_inflight: int = 100,
         reconnect_min_s: int = 1,
         reconnect_max_s: int = 10,
-        discovery: Sequence[tuple[str, bytes]] = (),
     ) -> None:
-        if qos not in (0, 1, 2):
-            raise BrokerError(f"MQTT qos must be 0, 1 or 2, not {qos}")
         self.pipeline = pipeline
-        self.broker = f"{host}:{port}"
-        self.qos = qos
-        self.username = username
-        base = f"{topic_prefix}/{pipeline}"
+        self.settings = settings
+        self.broker = settings.broker
+        self.qos = settings.qos
+        self.username = settings.username
+        base = f"{settings.topic_prefix}/{pipeline}"
         self.events_topic, self.counts_topic, self.status_topic = (
             f"{base}/events",
             f"{base}/counts",
             f"{base}/status",
         )
         self.max_inflight = max_inflight
-        self.discovery = list(discovery)  # (topic, payload) published retained on every connect
+        self.discovery = list(settings.discovery)
         self._log = _PipelineLog(log, {"pipeline": pipeline})
-        use_tls = (
-            tls if tls is not None else any(f is not None for f in (tls_ca_file, tls_cert_file, tls_key_file))
-        )
-        context = _tls_context(tls_ca_file, tls_cert_file, tls_key_file, tls_insecure) if use_tls else None
 
         # state seen by paho's thread too: plain attributes written by one side only
         self._connected = False
@@ -159,29 +187,35 @@ class MqttPublisher:
         self.rejected = 0  # acknowledged with a failure reason code (e.g. not authorised): deleted, logged
         self.reconnects = 0
         self.connect_failures = 0
-        self.outbox_errors = 0
         self._connect_throttle = _Throttle(_RETRY_LOG_INTERVAL_S)
         self._refused_throttle = _Throttle(_RETRY_LOG_INTERVAL_S)
 
-        self._outbox = Outbox(outbox_path, max_messages=outbox_max_messages, max_age_s=outbox_max_age_s)
+        self._outbox = Outbox(
+            settings.outbox_path,
+            max_messages=settings.outbox_max_messages,
+            max_age_s=settings.outbox_max_age_s,
+        )
         if self._outbox.depth:
             self._log.info(
-                "MQTT outbox %s holds %d messages from an earlier run", outbox_path, self._outbox.depth
+                "MQTT outbox %s holds %d messages from an earlier run",
+                settings.outbox_path,
+                self._outbox.depth,
             )
         self._acks: queue.SimpleQueue[tuple[int, ReasonCode | None]] = queue.SimpleQueue()
-        self._inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox row id, topic); sender only
+        # paho mid → (outbox row id, its outbox generation, topic); sender thread only
+        self._inflight: dict[int, tuple[int, int, str]] = {}
         self._cursor = 0  # highest outbox row id handed to paho; sender thread only
+        self._generation = self._outbox.generation  # of the rows the cursor counts in
+        self._sender_problem: str | None = None  # the sender's last failure, while it lasts
         self._wake = threading.Event()
         self._stop = threading.Event()
 
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id or f"edgepipe-{pipeline}", protocol=mqtt.MQTTv5
-        )
-        if context is not None:
-            client.tls_set_context(context)
-            client.tls_insecure_set(tls_insecure)
-        if username is not None:
-            client.username_pw_set(username, password)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=mqtt.MQTTv5)
+        if settings.tls is not None:
+            client.tls_set_context(settings.tls)
+            client.tls_insecure_set(not settings.tls.check_hostname)
+        if settings.username is not None:
+            client.username_pw_set(settings.username, settings.password)
         client.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
         client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
         client.max_inflight_messages_set(max_inflight + 2)  # + status messages, sent beside the outbox
@@ -192,7 +226,7 @@ class MqttPublisher:
         self._client = client
         self._sender = threading.Thread(target=self._send_loop, name=f"mqtt-sender-{pipeline}", daemon=True)
         self._sender.start()
-        client.connect_async(host, port, keepalive=keepalive_s)
+        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
         client.loop_start()
 
     # ------------------------------------------------------------ frame-loop side
@@ -207,6 +241,13 @@ class MqttPublisher:
 
     def backlog(self) -> int | None:
         return self._outbox.depth
+
+    def lost(self) -> int:
+        return self._outbox.lost
+
+    def problems(self) -> list[str]:
+        """What keeps delivery from working normally right now (the outbox, the sender thread)."""
+        return [p for p in (self._outbox.problem, self._sender_problem) if p is not None]
 
     @property
     def outbox_dropped(self) -> int:
@@ -233,6 +274,9 @@ class MqttPublisher:
             "connected": self._connected,
             "outbox_depth": self._outbox.depth,
             "outbox_dropped": self._outbox.dropped,
+            "outbox_held_in_memory": self._outbox.held_in_memory,
+            "outbox_recoveries": self._outbox.recoveries,
+            "lost": self._outbox.lost,
             "sent": self.sent,
             "delivered": self.delivered,
             "rejected": self.rejected,
@@ -281,12 +325,8 @@ class MqttPublisher:
         self.close()
 
     def _put(self, topic: str, payload: bytes, *, retain: bool, replace_key: str | None) -> None:
-        try:
-            self._outbox.put(topic, payload, qos=self.qos, retain=retain, replace_key=replace_key)
-        except Exception as err:  # sqlite3.Error, disk full: keep counting, say so loudly
-            self.outbox_errors += 1
-            self._log.error("cannot write to the MQTT outbox (%s): message for %s lost", err, topic)
-            return
+        # Never raises for a disk problem: the outbox holds the message in memory and says so.
+        self._outbox.put(topic, payload, qos=self.qos, retain=retain, replace_key=replace_key)
         self._wake.set()
 
     def _status_payload(self, state: str) -> bytes:
@@ -367,13 +407,28 @@ class MqttPublisher:
 
     # ------------------------------------------------------------ sender thread
     def _send_loop(self) -> None:
+        """Runs for the publisher's lifetime whatever happens: a failure is logged once with its
+        cause, reported by `problems()` (so the status says degraded), and retried."""
+        failures = 0
         while not self._stop.is_set():
-            self._wake.wait(0.5)
+            self._wake.wait(0.5 if failures == 0 else min(0.5 * 2**failures, 5.0))
             self._wake.clear()
+            try:
+                self._take_acks()
+                if self._connected and not self._stop.is_set():
+                    self._send_pending()
+            except Exception as err:
+                failures += 1
+                problem = f"the MQTT sender failed: {type(err).__name__}: {err}"
+                if problem != self._sender_problem:
+                    self._log.error("%s; retrying", problem)
+                self._sender_problem = problem
+                continue
+            if self._sender_problem is not None:
+                self._log.warning("the MQTT sender works again (after: %s)", self._sender_problem)
+            self._sender_problem, failures = None, 0
+        with contextlib.suppress(Exception):
             self._take_acks()
-            if self._connected and not self._stop.is_set():
-                self._send_pending()
-        self._take_acks()
 
     def _take_acks(self) -> None:
         while True:
@@ -384,9 +439,9 @@ class MqttPublisher:
             sent = self._inflight.pop(mid, None)
             if sent is None:
                 continue  # a status message, published directly
-            row_id, topic = sent
+            row_id, generation, topic = sent
             # Gone from the outbox before it is counted: whoever reads `delivered` sees the depth agree.
-            self._outbox.ack(row_id)
+            self._outbox.ack(row_id, generation)
             if reason_code is not None and reason_code.is_failure:
                 # Sending it again would be refused again (e.g. the ACL forbids the topic).
                 self.rejected += 1
@@ -400,6 +455,8 @@ class MqttPublisher:
                 self.delivered += 1
 
     def _send_pending(self) -> None:
+        if self._outbox.generation != self._generation:  # a damaged outbox was replaced: ids start over
+            self._generation, self._cursor = self._outbox.generation, 0
         free = self.max_inflight - len(self._inflight)
         if free <= 0:
             return
@@ -413,7 +470,7 @@ class MqttPublisher:
                     "paho refused to queue a message (%s); retrying later", mqtt.error_string(info.rc)
                 )
                 return
-            self._inflight[info.mid] = (message.id, message.topic)
+            self._inflight[info.mid] = (message.id, self._generation, message.topic)
             self._cursor = message.id
             self.sent += 1
 

@@ -50,7 +50,9 @@ def test_missing_folders_are_created(tmp_path: Path) -> None:
 
 def test_unwritable_path_is_an_output_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    with pytest.raises(OutputError, match=r"cannot open the events file .*/file/events.jsonl: File exists"):
+    with pytest.raises(
+        OutputError, match=r"the events file.s folder .*/file cannot be created: .*/file is not a folder"
+    ):
         JsonlSink(tmp_path / "file" / "events.jsonl")
 
 

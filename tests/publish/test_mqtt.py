@@ -4,17 +4,20 @@ end to end through `edgepipe run` in tests/test_pipeline_mqtt.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from edgepipe.errors import BrokerError
-from edgepipe.publish.mqtt import MqttPublisher
+from edgepipe.config import MqttConfig
+from edgepipe.errors import FieldError
+from edgepipe.publish.mqtt import MqttPublisher, MqttSettings, mqtt_settings
 from edgepipe.publish.outbox import Outbox
 from edgepipe.types import Event
 from tests.fixtures.mqtt import Broker, Subscriber, TlsFiles, free_port
@@ -34,14 +37,25 @@ def event(n: int) -> Event:
     )
 
 
-def publisher(broker: Broker, tmp_path: Path, **kwargs: object) -> MqttPublisher:
-    options: dict[str, object] = {
-        "host": broker.host,
-        "port": broker.port,
-        "outbox_path": tmp_path / "outbox.sqlite",
-    }
-    options.update(kwargs)
-    return MqttPublisher("door", reconnect_max_s=1, **options)  # type: ignore[arg-type]
+def settings(
+    host: str,
+    port: int,
+    outbox: Path,
+    *,
+    password: str | None = None,
+    discovery: Sequence[tuple[str, bytes]] = (),
+    **section: Any,
+) -> MqttSettings:
+    """An `outputs.mqtt` section read as `edgepipe run` reads it; a password given inline (the
+    config only takes it from a file or a variable)."""
+    cfg = MqttConfig.model_validate({"host": host, "port": port, "outbox": {"path": outbox}, **section})
+    return dataclasses.replace(mqtt_settings("door", cfg, discovery), password=password)
+
+
+def publisher(broker: Broker, tmp_path: Path, **kwargs: Any) -> MqttPublisher:
+    return MqttPublisher(
+        "door", settings(broker.host, broker.port, tmp_path / "outbox.sqlite", **kwargs), reconnect_max_s=1
+    )
 
 
 def outbox_depth(path: Path) -> int:
@@ -129,7 +143,8 @@ def test_last_will_says_offline_when_the_process_dies(
     child = (
         "import os, signal, sys, time\n"
         "from edgepipe.publish.mqtt import MqttPublisher\n"
-        "p = MqttPublisher('door', host='127.0.0.1', port=int(sys.argv[1]), outbox_path=sys.argv[2], keepalive_s=5)\n"
+        "from tests.publish.test_mqtt import settings\n"
+        "p = MqttPublisher('door', settings('127.0.0.1', int(sys.argv[1]), sys.argv[2], keepalive_s=5))\n"
         "while not p.connected: time.sleep(0.05)\n"
         "print('connected', flush=True)\n"
         "time.sleep(60)\n"
@@ -156,9 +171,7 @@ def test_unreachable_broker_logs_a_retry_line_and_keeps_events(
 ) -> None:
     port = free_port()  # nothing listens here
     with caplog.at_level(logging.INFO, logger="edgepipe.publish"):
-        pub = MqttPublisher(
-            "door", host="127.0.0.1", port=port, outbox_path=tmp_path / "o.sqlite", reconnect_max_s=1
-        )
+        pub = MqttPublisher("door", settings("127.0.0.1", port, tmp_path / "o.sqlite"), reconnect_max_s=1)
         for n in range(5):
             pub.publish(event(n))  # never blocks, never raises
         wait_until(lambda: pub.connect_failures >= 2, timeout_s=10)
@@ -238,9 +251,7 @@ def test_tls_with_ca_and_client_certificate_delivers(
     pub = publisher(
         broker,
         tmp_path,
-        tls_ca_file=tls_files.ca,
-        tls_cert_file=tls_files.client_cert,
-        tls_key_file=tls_files.client_key,
+        tls={"ca_file": tls_files.ca, "cert_file": tls_files.client_cert, "key_file": tls_files.client_key},
     )
     for n in range(3):
         pub.publish(event(n))
@@ -254,7 +265,7 @@ def test_tls_with_a_ca_that_did_not_sign_the_server_retries_with_a_warning(
 ) -> None:
     broker = mosquitto(tls=tls_files)
     with caplog.at_level(logging.WARNING, logger="edgepipe.publish"):
-        pub = publisher(broker, tmp_path, tls_ca_file=tls_files.client_cert)  # a certificate, not our CA
+        pub = publisher(broker, tmp_path, tls={"ca_file": tls_files.client_cert})  # a certificate, not our CA
         wait_until(lambda: pub.connect_failures >= 1, timeout_s=10)
         assert not pub.connected
         pub.close(timeout_s=0.1)
@@ -265,33 +276,29 @@ def test_tls_with_a_ca_that_did_not_sign_the_server_retries_with_a_warning(
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
-        ("missing_ca", r"MQTT tls.ca_file .*/nope.crt does not exist or is not a file"),
-        ("garbage_ca", r"MQTT tls.ca_file .*/garbage.crt is not a PEM CA certificate"),
-        ("missing_cert", r"MQTT tls.cert_file .*/nope.crt does not exist or is not a file"),
-        ("key_without_cert", r"MQTT tls.key_file .*client.key is set without tls.cert_file"),
-        ("mismatched_key", r"MQTT client certificate .*client.crt \(key .*server.key\) cannot be loaded"),
+        ("garbage_ca", r"tls.ca_file: .*garbage.crt is not a PEM CA certificate"),
+        (
+            "mismatched_key",
+            r"tls.cert_file: client certificate .*client.crt \(key .*server.key\) cannot be loaded",
+        ),
     ],
 )
-def test_bad_tls_files_fail_at_construction_naming_the_file(
+def test_bad_tls_files_fail_before_any_connection_naming_the_field(
     kind: str, message: str, tls_files: TlsFiles, tmp_path: Path
 ) -> None:
     garbage = tmp_path / "garbage.crt"
     garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
     table: dict[str, dict[str, object]] = {
-        "missing_ca": {"tls_ca_file": tmp_path / "nope.crt"},
-        "garbage_ca": {"tls_ca_file": garbage},
-        "missing_cert": {"tls_ca_file": tls_files.ca, "tls_cert_file": tmp_path / "nope.crt"},
-        "key_without_cert": {"tls_ca_file": tls_files.ca, "tls_key_file": tls_files.client_key},
+        "garbage_ca": {"ca_file": garbage},
         "mismatched_key": {
-            "tls_ca_file": tls_files.ca,
-            "tls_cert_file": tls_files.client_cert,
-            "tls_key_file": tls_files.server_key,
+            "ca_file": tls_files.ca,
+            "cert_file": tls_files.client_cert,
+            "key_file": tls_files.server_key,
         },
     }
-    options = table[kind]
-    with pytest.raises(BrokerError, match=message):
-        MqttPublisher("door", host="127.0.0.1", port=1, outbox_path=tmp_path / "o.sqlite", **options)  # type: ignore[arg-type]
-    Outbox(tmp_path / "o.sqlite").close()  # nothing left locked behind
+    with pytest.raises(FieldError, match=message):
+        settings("127.0.0.1", 1, tmp_path / "o.sqlite", tls=table[kind])
+    assert not (tmp_path / "o.sqlite").exists()  # nothing was created: `check` can run this safely
 
 
 def test_home_assistant_discovery_is_published_retained_on_connect(
