@@ -106,7 +106,10 @@ def test_check_reports_an_unreachable_source(tmp_path: Path) -> None:
     result = edgepipe("check", str(path))
     assert result.returncode == 2
     # (FFmpeg writes its own lines about the refused connection before ours)
-    assert result.stderr.splitlines()[-1] == f"edgepipe: error: {path}: the source gave no frame within 2 s (state: ended)"
+    assert (
+        result.stderr.splitlines()[-1]
+        == f"edgepipe: error: {path}: the source gave no frame within 2 s (state: ended)"
+    )
 
 
 def test_a_closed_pipe_is_not_a_traceback(shared_data: Path) -> None:
