@@ -71,34 +71,89 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return detect_command(args)
 
 
-# ---------------------------------------------------------------- track (issue 3)
+# ---------------------------------------------------------------- track (issues 3, 17)
+# Option → TrackerConfig field; unset options keep the config's defaults (shown in --help).
+_TRACK_OPTIONS = {
+    "max_age": ("--max-age", int, "N", "sort: frames a track may go unmatched"),
+    "max_age_s": ("--max-age-s", float, "S", "occlusion: seconds a confirmed track may go unmatched"),
+    "min_hits": ("--min-hits", int, "N", "matches in a row to be reported"),
+    "iou_threshold": ("--iou", float, "F", "least IoU of a match"),
+    "low_threshold": (
+        "--low-threshold",
+        float,
+        "F",
+        "occlusion: least score of a box that continues a track",
+    ),
+}
+
+
 def _add_track(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("track", help="run the SORT tracker on MOTChallenge detections")
+    from edgepipe.config import DetectorConfig, TrackerConfig
+
+    fields = TrackerConfig.model_fields
+    p = sub.add_parser("track", help="run a tracker on MOTChallenge detections")
     p.add_argument("--mot", required=True, metavar="DET.txt", help="detections: frame,id,x,y,w,h,score,...")
     p.add_argument("-o", "--output", metavar="OUT.txt", help="MOTChallenge results file (default: stdout)")
-    p.add_argument("--max-age", type=int, default=1, metavar="N", help="frames a track may go unmatched (1)")
-    p.add_argument("--min-hits", type=int, default=3, metavar="N", help="matches in a row to be reported (3)")
-    p.add_argument("--iou", type=float, default=0.3, metavar="F", help="least IoU of a match (0.3)")
+    p.add_argument(
+        "--type", choices=("occlusion", "sort"), help=f"tracker (default {fields['type'].default})"
+    )
+    for field, (option, kind, metavar, text) in _TRACK_OPTIONS.items():
+        p.add_argument(
+            option, dest=field, type=kind, metavar=metavar, help=f"{text} ({fields[field].default})"
+        )
+    p.add_argument(
+        "--high-threshold",
+        type=float,
+        metavar="F",
+        help=f"occlusion: least score of a box that starts a track (the detector's threshold, "
+        f"{DetectorConfig.model_fields['threshold'].default})",
+    )
     p.add_argument("--min-score", type=float, metavar="F", help="drop detections scored below F")
+    p.add_argument(
+        "--fps", type=float, metavar="F", help="frame rate (default: seqinfo.ini beside det/, else none)"
+    )
     p.set_defaults(handler=_cmd_track)
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
-    from edgepipe.mot import track_file
+    from pathlib import Path
 
-    for option, value, ok in (
-        ("--max-age", args.max_age, args.max_age >= 0),
-        ("--min-hits", args.min_hits, args.min_hits >= 0),
-        ("--iou", args.iou, 0 < args.iou <= 1),
-    ):
-        if not ok:
-            raise ConfigError(f"{option} {value}: expected {'0 < F <= 1' if option == '--iou' else 'N >= 0'}")
+    from pydantic import ValidationError
+
+    from edgepipe.config import DetectorConfig, TrackerConfig
+    from edgepipe.config_errors import message
+    from edgepipe.mot import read_seqinfo, track_file
+
+    given = {field: getattr(args, field) for field in _TRACK_OPTIONS if getattr(args, field) is not None}
+    if args.type is not None:
+        given["type"] = args.type
+    try:
+        settings = TrackerConfig.model_validate(given)
+    except ValidationError as error:
+        item = error.errors(include_url=False)[0]
+        loc = tuple(item["loc"])
+        field = loc[0] if loc else None
+        option = (
+            _TRACK_OPTIONS[field][0] if field in _TRACK_OPTIONS else "--type" if field == "type" else None
+        )
+        text = message(item, loc, TrackerConfig)
+        raise ConfigError(f"{option}: {text}" if option else text) from None
+    high = args.high_threshold
+    if high is None:
+        high = DetectorConfig.model_fields["threshold"].default
+    elif not 0 <= high <= 1:
+        raise ConfigError(f"--high-threshold {high}: expected a score 0 <= F <= 1")
+    seqinfo = Path(args.mot).resolve().parent.parent / "seqinfo.ini"
+    fps = args.fps if args.fps is not None else read_seqinfo(seqinfo)[0]
+    if fps is not None and fps <= 0:
+        raise ConfigError(f"--fps {fps}: expected F > 0")
+    run = {"high_threshold": high, "min_score": args.min_score, "fps": fps}
     if args.output is None:
-        track_file(args.mot, sys.stdout, args.max_age, args.min_hits, args.iou, args.min_score)
+        track_file(args.mot, sys.stdout, settings, **run)
         return 0
     try:
         with open(args.output, "w") as out:
-            track_file(args.mot, out, args.max_age, args.min_hits, args.iou, args.min_score)
+            track_file(args.mot, out, settings, **run)
     except OSError as error:
         raise EdgepipeError(f"cannot write {args.output}: {error.strerror}") from error
     return 0
@@ -115,10 +170,21 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _add_bench_tracker(what: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = what.add_parser("tracker", help="SORT on MOT15: MOTA/IDF1 and speed against a PyPI SORT")
-    p.add_argument("--data", metavar="DIR", help="folder of MOT sequences (default ../shared/data/mot15)")
+    p = what.add_parser(
+        "tracker", help="edgepipe's trackers vs roboflow trackers on MOT sequences: accuracy, speed"
+    )
+    p.add_argument(
+        "--data", required=True, metavar="DIR", help="folder of MOT sequences (<name>/det/det.txt, gt/gt.txt)"
+    )
+    p.add_argument(
+        "--high-threshold",
+        type=float,
+        metavar="F",
+        help="score from which a box starts a track in the occlusion tracker (default: MOT15's, 0.8)",
+    )
     p.add_argument("--repeats", type=int, default=3, metavar="N", help="speed runs per case, best kept (3)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument("--gate", metavar="FILE", help="also write the accuracy numbers as a regression gate file")
     p.set_defaults(handler=_cmd_bench_tracker)
 
 
@@ -126,12 +192,19 @@ def _cmd_bench_tracker(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from edgepipe.bench.tracker import SortParams, default_data_dir, format_report, run_benchmark
+    from edgepipe.bench.tracker import MOT15_HIGH_THRESHOLD, accuracy_summary, format_report, run_benchmark
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats {args.repeats}: expected N >= 1")
-    report = run_benchmark(Path(args.data) if args.data else default_data_dir(), SortParams(), args.repeats)
+    high = MOT15_HIGH_THRESHOLD if args.high_threshold is None else args.high_threshold
+    if not 0 <= high <= 1:
+        raise ConfigError(f"--high-threshold {high}: expected a score 0 <= F <= 1")
+    report = run_benchmark(Path(args.data), high, args.repeats)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if args.gate:
+        gate = {"data": Path(args.data).name, "high_threshold": high, "settings": report["settings"]}
+        gate["trackers"] = accuracy_summary(report["accuracy"])
+        Path(args.gate).write_text(json.dumps(gate, indent=1) + "\n")
     return 0
 
 

@@ -1,21 +1,25 @@
 """MOTChallenge text files for `edgepipe track`: read det.txt into per-frame Detections, write results.
 
 det.txt rows are `frame, id, x, y, w, h, score, ...` (frames from 1, x, y the top-left corner in
-pixels); result rows are `frame, id, x, y, w, h, -1, -1, -1, -1`, which the MOTChallenge devkit,
+pixels); gt.txt rows have the same first six fields and a flag (0: not scored) for the score;
+result rows are `frame, id, x, y, w, h, -1, -1, -1, -1`, which the MOTChallenge devkit,
 py-motmetrics and TrackEval read.
 """
 
 from __future__ import annotations
 
+import configparser
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
+from numpy.typing import NDArray
 
+from edgepipe.config import TrackerConfig
 from edgepipe.errors import EdgepipeError
-from edgepipe.track import SortTracker
+from edgepipe.track import build_tracker
 from edgepipe.types import Detections, Tracks
 
 DETECTION_FIELDS = ("frame", "id", "x", "y", "w", "h", "score")
@@ -24,17 +28,37 @@ DETECTION_FIELDS = ("frame", "id", "x", "y", "w", "h", "score")
 PERSON_CLASS_ID = 0
 
 
+def read_seqinfo(path: Path | str) -> tuple[float | None, int | None]:
+    """(frameRate, seqLength) of a MOTChallenge seqinfo.ini; (None, None) when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None, None
+    info = configparser.ConfigParser()
+    try:
+        info.read(path)
+        section = info["Sequence"]
+        return float(section["frameRate"]), int(section["seqLength"])
+    except (configparser.Error, KeyError, ValueError) as error:
+        raise EdgepipeError(f"{path}: needs [Sequence] frameRate and seqLength: {error}") from None
+
+
+def read_rows(path: Path | str, what: str = "detections") -> NDArray[np.float64]:
+    """The first seven fields of every row of a MOTChallenge text file (det.txt, gt.txt or
+    results) as an (N, 7) array, checked. Errors name the file, the line and the field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise EdgepipeError(f"cannot read MOT {what} {path}: {error}") from error
+    return np.array(list(_parse_rows(path, text.splitlines())), np.float64).reshape(-1, len(DETECTION_FIELDS))
+
+
 def read_detections(path: Path | str, min_score: float | None = None) -> dict[int, Detections]:
     """det.txt → {frame: Detections} for every frame from 1 to the last one in the file.
 
     Frames without a row get empty Detections, so a tracker sees each frame. Rows below
     `min_score` are dropped. Errors name the file, the line and the field."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise EdgepipeError(f"cannot read MOT detections {path}: {error}") from error
-    rows = np.array(list(_parse_rows(path, text.splitlines())), np.float64).reshape(-1, len(DETECTION_FIELDS))
+    rows = read_rows(path)
     last_frame = int(rows[:, 0].max()) if len(rows) else 0
     if min_score is not None:
         rows = rows[rows[:, 6] >= min_score]
@@ -98,12 +122,17 @@ def write_results(out: TextIO, frame: int, tracks: Tracks) -> None:
 def track_file(
     det_path: Path | str,
     out: TextIO,
-    max_age: int = 1,
-    min_hits: int = 3,
-    iou_threshold: float = 0.3,
+    settings: TrackerConfig,
+    *,
+    high_threshold: float,
     min_score: float | None = None,
+    fps: float | None = None,
 ) -> None:
-    """`edgepipe track`: SORT over a det.txt, results written to `out` in MOTChallenge format."""
-    tracker = SortTracker(max_age, min_hits, iou_threshold)
+    """`edgepipe track`: a tracker over a det.txt, results written to `out` in MOTChallenge format.
+
+    Boxes scored at least `high_threshold` start tracks (the occlusion tracker; SORT uses every
+    box); rows below `min_score` are dropped first. With `fps`, frame f is at (f - 1) / fps seconds."""
+    tracker = build_tracker(settings, high_threshold=high_threshold)
     for frame, detections in read_detections(det_path, min_score).items():
-        write_results(out, frame, tracker.update(detections, frame_index=frame))
+        time_s = None if fps is None else (frame - 1) / fps
+        write_results(out, frame, tracker.update(detections, frame_index=frame, time_s=time_s))

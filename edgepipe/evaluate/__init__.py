@@ -1,0 +1,1 @@
+"""Scoring edgepipe against ground truth: tracking metrics (tracking.py) and counts."""
