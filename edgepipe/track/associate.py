@@ -69,12 +69,20 @@ def partly_buffered_iou(
     multiplied by k = 1/g); a corner moves with its centre: x1 + (k-1)·cx, y1 + (k-1)·cy,
     -x2 - (k-1)·cx, -y2 - (k-1)·cy."""
     factor = buffered.rows * (1.0 / (1.0 + 2.0 * buffered.ratio) - 1.0)  # k - 1, or 0 for a plain track
-    per_pair = factor[:, None] if buffered.cols is None else factor[:, None] * buffered.cols
-    track_corners = (tracks.T[[0, 1, 0, 1]] * _SIGNS)[:, :, None] * per_pair
-    track_corners += corners(tracks.T)[:, :, None]
-    box_moves = (buffered.centres[[0, 1, 0, 1]] * _SIGNS)[:, None, :] * per_pair
-    box_moves += box_corners[:, None, :]
-    inner = np.maximum(track_corners, box_moves, out=box_moves)  # (4, N, M)
+    track_moves = tracks.T[[0, 1, 0, 1]] * _SIGNS  # (4, N) signed centres
+    box_moves = buffered.centres[[0, 1, 0, 1]] * _SIGNS  # (4, M)
+    if buffered.cols is None:  # a track moves alike against every box
+        track_moves *= factor
+        track_moves += corners(tracks.T)
+        track_corners = track_moves[:, :, None]
+        moved = box_moves[:, None, :] * factor[:, None]
+    else:
+        per_pair = factor[:, None] * buffered.cols  # (N, M)
+        track_corners = track_moves[:, :, None] * per_pair
+        track_corners += corners(tracks.T)[:, :, None]
+        moved = box_moves[:, None, :] * per_pair
+    moved += box_corners[:, None, :]
+    inner = np.maximum(track_corners, moved, out=moved)  # (4, N, M)
     minus_overlap = inner[:2] + inner[2:]
     np.minimum(minus_overlap, 0.0, out=minus_overlap)
     inter: NDArray[np.float64] = minus_overlap[0] * minus_overlap[1]

@@ -49,7 +49,7 @@ from edgepipe.types import Detections, Tracks
 _MISSES = FILTER_COLUMNS  # update calls since the last match
 _ONE = FILTER_COLUMNS + 1  # always 1.0: noise and the miss counter enter predict through it
 _PREDICTED = FILTER_COLUMNS + 2
-_LAST_S = _PREDICTED  # time of the last match, seconds
+_ENDS_S = _PREDICTED  # the track ends once a frame is later than this without a match, seconds
 _HITS = _PREDICTED + 1  # matches in a row after the start (what confirms a tentative track)
 _TRACK_ID = _PREDICTED + 2  # 0 while tentative
 _CLASS_ID = _PREDICTED + 3  # of the box that started the track
@@ -85,6 +85,7 @@ class OcclusionTracker:
         self.low_threshold = min(settings.low_threshold, high_threshold)
         self.frame_count = 0  # update calls so far
         self._frame: int | None = None  # frame index of the latest update
+        self._now_s = -np.inf  # time of the latest update
         self._next_id = 1
         self._filter = KalmanFilter(_PREDICTED, one=_ONE, counters=(_MISSES,))
         self._new_track = np.zeros(_ROW_SIZE)
@@ -107,6 +108,9 @@ class OcclusionTracker:
         apart (give it for every frame or for none)."""
         step = self._advance_clock(frame_index)
         now_s = time_s if time_s is not None else self._frame_number() / self.settings.assumed_fps
+        if now_s <= self._now_s:  # a clock that stands or steps back: time moves on a little
+            now_s = self._now_s + 1e-6
+        self._now_s = now_s
         n = self._count
         coasting = _NO_MASK
         if n:
@@ -189,7 +193,8 @@ class OcclusionTracker:
         hits *= fields[_MISSES] == 1.0
         hits += 1.0
         fields[_MISSES] = 0.0
-        fields[_LAST_S] = now_s
+        # A confirmed track may go max_age_s unmatched; a tentative one not a frame.
+        fields[_ENDS_S] = (fields[_TRACK_ID] > 0.0) * self.settings.max_age_s + now_s
         self._tracks[track_rows] = fields.T
 
     def _start_tracks(self, z: NDArray[np.float64], class_id: NDArray[np.int32], now_s: float) -> None:
@@ -202,7 +207,7 @@ class OcclusionTracker:
         rows = self._tracks[start:end]
         rows[:] = self._new_track
         rows[:, POS] = z.T
-        rows[:, _LAST_S] = now_s
+        rows[:, _ENDS_S] = now_s
         rows[:, _CLASS_ID] = class_id
         self._count = end
 
@@ -220,7 +225,7 @@ class OcclusionTracker:
             if self.frame_count > self.settings.min_hits:  # past the warm-up
                 ready &= matched[_HITS] >= self.settings.min_hits
             if np.count_nonzero(ready):
-                ids[ready] = self._confirm(track_rows[ready])
+                ids[ready] = self._confirm(track_rows[ready], now_s)
                 confirmed |= ready
             matched = matched.compress(confirmed, 1)
             det_rows = det_rows[confirmed]
@@ -235,25 +240,21 @@ class OcclusionTracker:
             self._end_tracks(now_s),
         )
 
-    def _confirm(self, track_rows: NDArray[np.intp]) -> NDArray[np.float64]:
+    def _confirm(self, track_rows: NDArray[np.intp], now_s: float) -> NDArray[np.float64]:
         """Give the next free ids to these tentative tracks, in the order they started (rows are
         in that order) → their ids, in the order given."""
         order = np.argsort(track_rows)
         ids = np.empty(len(track_rows))
         ids[order] = np.arange(self._next_id, self._next_id + len(track_rows))
         self._tracks[track_rows, _TRACK_ID] = ids
+        self._tracks[track_rows, _ENDS_S] = now_s + self.settings.max_age_s
         self._next_id += len(track_rows)
         return ids
 
     def _end_tracks(self, now_s: float) -> NDArray[np.int64]:
-        """Drop confirmed tracks unmatched for more than max_age_s and tentative tracks that
-        missed a frame → the ids of the confirmed ones."""
+        """Drop the tracks past their end time (see _correct) → the ids of the confirmed ones."""
         rows = self._tracks[: self._count]
-        missed = rows[:, _MISSES] > 0.0
-        if not np.count_nonzero(missed):
-            return _NO_IDS
-        tentative = rows[:, _TRACK_ID] == 0.0
-        dead = missed & (tentative | (now_s - rows[:, _LAST_S] > self.settings.max_age_s))
+        dead = rows[:, _ENDS_S] < now_s
         if not np.count_nonzero(dead):
             return _NO_IDS
         ended: NDArray[np.float64] = rows[dead, _TRACK_ID]
