@@ -7,7 +7,7 @@ Two implementations share the batched Kalman filter (kalman.py) and the IoU matc
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from edgepipe.config import TrackerConfig
 from edgepipe.track.occlusion import OcclusionTracker
@@ -17,6 +17,7 @@ from edgepipe.types import Detections, Tracks
 __all__ = ["OcclusionTracker", "SortTracker", "Tracker", "build_tracker"]
 
 
+@runtime_checkable
 class Tracker(Protocol):
     """Turns each frame's Detections into Tracks; `update` is called for every frame, in order,
     even with no detections.
