@@ -203,7 +203,6 @@ def test_synthetic_frames_are_reproducible_crowds() -> None:
     np.testing.assert_allclose(sizes.mean(axis=0), [40, 80], atol=1.0)
 
 
-@pytest.mark.slow
 def test_benchmark_runs_on_sequences_with_and_without_ground_truth(shared_data: Path, tmp_path: Path) -> None:
     shutil.copytree(shared_data / "mot15" / "TUD-Campus", tmp_path / "TUD-Campus")
     (tmp_path / "NoTruth" / "det").mkdir(parents=True)
