@@ -358,3 +358,20 @@ def test_a_coasting_track_stops_changing_its_area() -> None:
     # The first miss predicts one step as usual; from then on the area holds.
     assert areas == [pytest.approx(last_seen + area_velocity)] * 4
     assert t._tracks[0, 6] == 0.0
+
+
+def test_class_aware_matching_keeps_classes_apart_in_both_stages() -> None:
+    def run(match_classes: bool, score: float) -> list[int]:
+        t = tracker(min_hits=1, match_classes=match_classes)
+        person = Detections(
+            np.array([box_at(100)], np.float32), np.array([0.9], np.float32), np.array([0], np.int32)
+        )
+        t.update(person, frame_index=0)
+        # Same place, other class, a high (stage 1) or a low (stage 2) score.
+        car = Detections(
+            np.array([box_at(101)], np.float32), np.array([score], np.float32), np.array([2], np.int32)
+        )
+        return ids(t.update(car, frame_index=1))
+
+    assert run(True, 0.9) == [] and run(True, 0.3) == []  # a new tentative track / nothing
+    assert run(False, 0.9) == [1] and run(False, 0.3) == [1]
