@@ -1,14 +1,16 @@
 """Matching tracks to detections: the IoU family and the cost-limited assignment (`lap.lapjv`).
 
 Tracks come as (N, 4) [cx, cy, s, r] rows, detections as (4, M) corners x1, y1, -x2, -y2 with
-their areas (see boxes.py). A match is the assignment that maximises the summed similarity with
-every pair at or above a threshold (lapjv on 1 - similarity with cost limit 1 - threshold).
+their areas (see boxes.py). A match is the assignment of pairs at or above a threshold that
+maximises the summed excess of similarity over it (lapjv on 1 - similarity with cost limit
+1 - threshold). `Similarities` computes one frame's matrix once and matches parts of it in stages.
 
 Speed: at ten targets a frame costs what its numpy calls cost, not their arithmetic. A track and
 a detection that are each other's only candidate are matched without lapjv: such a pair is part
-of every optimum, and in most frames every pair is like that; lapjv then solves only the block
-of contested tracks and detections. Hundreds of targets only pair boxes that can overlap (a
-sweep along x) instead of all N·M.
+of every optimum, and in most frames every pair is like that; when no box is wanted by two
+tracks (or no track by two boxes) each takes its best candidate; lapjv solves only what is left
+contested. Hundreds of targets only pair boxes that can overlap (a sweep along x) instead of all
+N·M.
 """
 
 from __future__ import annotations
