@@ -343,7 +343,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"{'tracker':<20}{'MOTA':>7}{'IDF1':>7}{'HOTA':>7}{'IDsw':>6}{'ids':>6}{'true':>6}{'FP':>7}{'FN':>7}"
-        f"{'fps':>9}{'x ours':>8}   motmetrics MOTA/IDF1/IDsw"
+        f"{'fps':>9}{'ratio':>8}   motmetrics MOTA/IDF1/IDsw"
     )
     speed_overall = report["speed"]["overall_fps"]
     base = speed_overall.get(names[0], 0.0)
@@ -361,6 +361,7 @@ def format_report(report: dict[str, Any]) -> str:
         if mm:
             row += f"   {mm['mota']:.3f}/{mm['idf1']:.3f}/{int(mm['num_switches'])}"
         lines.append(row)
+    lines.append(f"ratio: {names[0]}'s update speed over each tracker's, on the same detections in this run")
     lines.append("")
     lines.append("per sequence, MOTA / IDF1 / IDsw (TrackEval)")
     sequences = [s for s in accuracy_by[names[0]]["trackeval"] if s != OVERALL]
