@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -173,7 +174,13 @@ class DetectorConfig(Model):
     in_flight: int | None = Field(
         None, ge=1, le=16, description="inference requests in flight (default: measured)"
     )
-    threshold: float = Field(0.4, ge=0, lt=1, description="minimum class score")
+    threshold: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="score from which a detection counts and starts a track (lower ones, down to "
+        "tracker.low_threshold, only continue tracks); chosen with the default tracker on TUD-Campus",
+    )
     nms_iou: float = Field(
         0.5, gt=0, le=1, description="IoU above which a lower-scored box of the same class is dropped"
     )
@@ -207,12 +214,62 @@ class DetectorConfig(Model):
 
 
 class TrackerConfig(Model):
-    """SORT parameters, named as in the paper."""
+    """Which tracker, and its parameters (SORT's named as in the paper).
 
-    max_age: int = Field(1, ge=0, le=1000, description="frames a track may go unmatched before it ends")
-    min_hits: int = Field(3, ge=1, le=1000, description="matches before a track is reported")
+    `type: occlusion` (the default) is SORT with what keeps an id through an occlusion
+    (edgepipe/track/occlusion.py); `type: sort` is the SORT reference. A field that only the
+    other type uses is an error. The defaults of the occlusion tracker were chosen on MOT15 and
+    on NanoDet detections of TUD-Campus (README, "Tracker")."""
+
+    type: Literal["occlusion", "sort"] = Field("occlusion", description="occlusion or sort")
+    min_hits: int = Field(3, ge=1, le=1000, description="matches in a row before a track is reported")
     iou_threshold: float = Field(0.3, gt=0, le=1, description="minimum IoU for a detection to match a track")
     match_classes: bool = Field(False, description="only match detections of the track's class")
+    # sort only
+    max_age: int = Field(1, ge=0, le=1000, description="sort: frames a track may go unmatched before it ends")
+    # occlusion only
+    max_age_s: float = Field(
+        1.5, gt=0, le=600, description="occlusion: seconds a confirmed track may go unmatched before it ends"
+    )
+    low_threshold: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="occlusion: least score of a box that may continue (never start) a track; the "
+        "detector's threshold is the score that starts one",
+    )
+    low_iou_threshold: float = Field(
+        0.7, gt=0, le=1, description="occlusion: minimum IoU for a low-score box to continue a track"
+    )
+    buffer_ratio: float = Field(
+        0.4,
+        ge=0,
+        le=2,
+        description="occlusion: a coasting track and a box are compared grown by this share of their size",
+    )
+    assumed_fps: float = Field(
+        10.0, gt=0, le=1000, description="occlusion: frame rate assumed for frames that carry no time"
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_the_type(self) -> TrackerConfig:
+        # Only a value that differs from the default is an error: a dumped config, which holds
+        # every field, must validate again.
+        other = _SORT_ONLY if self.type == "occlusion" else _OCCLUSION_ONLY
+        fields = type(self).model_fields
+        misplaced = sorted(name for name in other if getattr(self, name) != fields[name].default)
+        if misplaced:
+            owner = "sort" if self.type == "occlusion" else "occlusion"
+            raise ValueError(
+                f"{', '.join(misplaced)}: only for type {owner}, and this tracker is type {self.type}"
+            )
+        return self
+
+
+_SORT_ONLY = frozenset({"max_age"})
+_OCCLUSION_ONLY = frozenset(
+    {"max_age_s", "low_threshold", "low_iou_threshold", "buffer_ratio", "assumed_fps"}
+)
 
 
 # ---------------------------------------------------------------- rules
@@ -501,10 +558,25 @@ def settings_from_options(
         lines = []
         for item in error.errors(include_url=False):
             loc = tuple(item["loc"])
-            field = str(loc[0]) if loc else ""
+            if not loc:  # a check of the whole section: its message names the fields
+                lines.append(mask_secrets(message(item, loc, section)))
+                continue
+            field = str(loc[0])
             shown = f" {data[field]}" if field in data and not isinstance(data[field], (list, dict)) else ""
             lines.append(mask_secrets(f"{options.get(field, field)}{shown}: {message(item, loc, section)}"))
         raise ConfigError("\n".join(lines)) from None
+
+
+def check_option(section: type[BaseModel], field: str, value: Any, option: str) -> Any:
+    """`value` checked with the bounds of `section.field`, for an option that stands for that field
+    without being the section (e.g. --high-threshold for detector.threshold)."""
+    info = section.model_fields[field]
+    try:
+        return TypeAdapter(Annotated[info.annotation, info]).validate_python(value)  # type: ignore[arg-type]
+    except ValidationError as error:
+        item = error.errors(include_url=False)[0]
+        text = message({**item, "loc": (field,)}, (field,), section)
+        raise ConfigError(mask_secrets(f"{option} {value}: {text}")) from None
 
 
 def source_from_argument(text: str, base: PipelineConfig) -> PipelineConfig:

@@ -10,17 +10,18 @@ py-motmetrics and TrackEval read.
 
 from __future__ import annotations
 
+import configparser
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edgepipe.config import TrackerConfig
 from edgepipe.errors import EdgepipeError, OutputError
-from edgepipe.track import SortTracker
+from edgepipe.track import build_tracker
 from edgepipe.types import Detections, Tracks
 
 DETECTION_FIELDS = ("frame", "id", "x", "y", "w", "h", "score")
@@ -31,12 +32,41 @@ RESULT_FIELDS = DETECTION_FIELDS
 PERSON_CLASS_ID = 0
 
 
+def read_seqinfo(path: Path | str) -> tuple[float | None, int | None]:
+    """(frameRate, seqLength) of a MOTChallenge seqinfo.ini; (None, None) when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None, None
+    info = configparser.ConfigParser()
+    try:
+        info.read(path)
+        section = info["Sequence"]
+        return float(section["frameRate"]), int(section["seqLength"])
+    except (configparser.Error, KeyError, ValueError) as error:
+        raise EdgepipeError(f"{path}: needs [Sequence] frameRate and seqLength: {error}") from None
+
+
+RowKind = Literal["detections", "ground truth", "results"]
+_KINDS: dict[str, tuple[str, tuple[str, ...], bool]] = {  # what for messages, field names, ids checked
+    "detections": ("MOT detections", DETECTION_FIELDS, False),
+    "ground truth": ("ground truth", GROUND_TRUTH_FIELDS, True),
+    "results": ("MOT results", RESULT_FIELDS, True),
+}
+
+
+def read_rows(path: Path | str, kind: RowKind = "detections") -> NDArray[np.float64]:
+    """The first seven fields of every row of a MOTChallenge text file as an (N, 7) array, checked
+    (the seventh: a score, or gt.txt's flag). Errors name the file, the line and the field."""
+    what, fields, with_ids = _KINDS[kind]
+    return _read_rows(Path(path), what, fields, with_ids=with_ids)
+
+
 def read_detections(path: Path | str, min_score: float | None = None) -> dict[int, Detections]:
     """det.txt → {frame: Detections} for every frame from 1 to the last one in the file.
 
     Frames without a row get empty Detections, so a tracker sees each frame. Rows below
     `min_score` are dropped. Errors name the file, the line and the field."""
-    rows = _read_rows(Path(path), "MOT detections", DETECTION_FIELDS, with_ids=False)
+    rows = read_rows(path)
     last_frame = int(rows[:, 0].max()) if len(rows) else 0
     if min_score is not None:
         rows = rows[rows[:, 6] >= min_score]
@@ -55,8 +85,7 @@ def read_trajectories(path: Path | str, *, ground_truth: bool) -> dict[int, Trac
 
     Ground truth keeps only the rows to evaluate (flag ≠ 0), with score 1; results keep their score.
     Errors name the file, the line and the field."""
-    what, fields = ("ground truth", GROUND_TRUTH_FIELDS) if ground_truth else ("MOT results", RESULT_FIELDS)
-    rows = _read_rows(Path(path), what, fields, with_ids=True)
+    rows = read_rows(path, "ground truth" if ground_truth else "results")
     if ground_truth:
         rows = rows[rows[:, 6] != 0]
         rows[:, 6] = 1.0
@@ -194,9 +223,19 @@ class TracksWriter:
 
 
 def track_file(
-    det_path: Path | str, out: TextIO, settings: TrackerConfig, min_score: float | None = None
+    det_path: Path | str,
+    out: TextIO,
+    settings: TrackerConfig,
+    *,
+    high_threshold: float,
+    min_score: float | None = None,
+    fps: float | None = None,
 ) -> None:
-    """`edgepipe track`: the tracker over a det.txt, results written to `out` in MOTChallenge format."""
-    tracker = SortTracker(settings.max_age, settings.min_hits, settings.iou_threshold, settings.match_classes)
+    """`edgepipe track`: a tracker over a det.txt, results written to `out` in MOTChallenge format.
+
+    Boxes scored at least `high_threshold` start tracks (the occlusion tracker; SORT uses every
+    box); rows below `min_score` are dropped first. With `fps`, frame f is at (f - 1) / fps seconds."""
+    tracker = build_tracker(settings, high_threshold=high_threshold)
     for frame, detections in read_detections(det_path, min_score).items():
-        write_results(out, frame, tracker.update(detections, frame_index=frame))
+        time_s = None if fps is None else (frame - 1) / fps
+        write_results(out, frame, tracker.update(detections, frame_index=frame, time_s=time_s))

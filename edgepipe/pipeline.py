@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+import numpy as np
+
 from edgepipe.config import LineRuleConfig, PipelineConfig, ZoneRuleConfig
 from edgepipe.detect import Detector, ModelPool
 from edgepipe.errors import FieldError, OutputError
@@ -29,7 +31,7 @@ from edgepipe.publish.jsonl import JsonlSink, check_events_path
 from edgepipe.publish.mqtt import MqttPublisher, MqttSettings, mqtt_settings
 from edgepipe.rules import LineCrossing, Rules, Zone
 from edgepipe.sources import Source, open_source
-from edgepipe.track import SortTracker
+from edgepipe.track import Tracker, build_tracker
 from edgepipe.types import Detections, Event, Frame, FrameResult, totals
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ class Pipeline:
         name: str,
         source: Source,
         detector: Detector,
-        tracker: SortTracker,
+        tracker: Tracker,
         rules: Rules,
         publisher: Publisher,
         *,
@@ -159,7 +161,8 @@ class Pipeline:
         """Everything after detection for one frame: track, rules, publish, count."""
         detected_at = time.perf_counter()
         self.metrics.record("detect", detected_at - self._taken_at.pop(frame.index, detected_at))
-        tracks = self.tracker.update(detections, frame_index=frame.index)
+        time_s = frame.source_time if frame.source_time is not None else frame.timestamp
+        tracks = self.tracker.update(detections, frame_index=frame.index, time_s=time_s)
         tracked_at = time.perf_counter()
         self.metrics.record("track", tracked_at - detected_at)
         events = tuple(self.rules.update(tracks, frame))
@@ -167,7 +170,8 @@ class Pipeline:
         self.metrics.record("rules", time.perf_counter() - tracked_at)  # rules + publish
         self.metrics.frame_done(frame.timestamp)
         self.stats.frames += 1
-        self.stats.detections += len(detections)
+        # what the detector's threshold lets through; lower boxes only continue tracks
+        self.stats.detections += int(np.count_nonzero(detections.score >= self.detector.threshold))
         self.stats.track_ids.update(tracks.track_id.tolist())
         return FrameResult(frame, detections, tracks, events)
 
@@ -226,7 +230,7 @@ class Prepared:
     cfg: PipelineConfig
     source: Source
     detector: Detector
-    tracker: SortTracker
+    tracker: Tracker
     rules: Rules
     mqtt: MqttSettings | None
     jsonl_paths: list[str]
@@ -237,13 +241,13 @@ def prepare(
 ) -> Prepared:
     """Check and make every stage of `cfg`; any problem is a ConfigError at its `FILE:LINE`, or
     another EdgepipeError, before any frame. `outputs=False` leaves out the file's own outputs."""
-    detector = located(cfg, ("detector",), lambda: Detector(cfg.detector, pool=pool))
-    tracker = SortTracker(
-        max_age=cfg.tracker.max_age,
-        min_hits=cfg.tracker.min_hits,
-        iou_threshold=cfg.tracker.iou_threshold,
-        match_classes=cfg.tracker.match_classes,
-    )
+    # The occlusion tracker lets lower-scored boxes continue tracks: the detector delivers down to
+    # its low_threshold; `detector.threshold` stays the score that starts a track and is counted.
+    lowest = cfg.detector.threshold
+    if cfg.tracker.type == "occlusion":
+        lowest = min(lowest, cfg.tracker.low_threshold)
+    detector = located(cfg, ("detector",), lambda: Detector(cfg.detector, pool=pool, score_threshold=lowest))
+    tracker = build_tracker(cfg.tracker, high_threshold=cfg.detector.threshold)
     rules = build_rules(cfg, detector.labels)
     mqtt = cfg.outputs.mqtt if outputs else None
     mqtt_ready = None

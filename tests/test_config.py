@@ -458,3 +458,40 @@ def test_the_readme_config_reference_is_a_valid_pipeline(tmp_path: Path) -> None
     cfg = load_pipeline(write(tmp_path, text))
     assert [rule.name for rule in cfg.rules] == ["door", "table"]
     assert cfg.outputs.mqtt is not None and cfg.outputs.mqtt.tls is not None
+
+
+@pytest.mark.parametrize(
+    ("tracker", "expected"),
+    [
+        (
+            "tracker:\n  max_age: 3\n",
+            ":6: tracker: max_age: only for type sort, and this tracker is type occlusion",
+        ),
+        (
+            "tracker:\n  type: sort\n  buffer_ratio: 0.2\n",
+            ":6: tracker: buffer_ratio: only for type occlusion, and this tracker is type sort",
+        ),
+        ("tracker:\n  type: kalman\n", ":7: tracker.type: 'kalman': input should be 'occlusion' or 'sort'"),
+        ("tracker:\n  max_age_s: 0\n", ":7: tracker.max_age_s: 0 is not between 0 and 600"),
+    ],
+)
+def test_tracker_fields_belong_to_their_type(
+    tmp_path: Path, model_file: Path, video_file: Path, tracker: str, expected: str
+) -> None:
+    path = write(
+        tmp_path, "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\n\n\n" + tracker
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline(path)
+    assert str(caught.value) == f"{path}{expected}"
+
+
+def test_tracker_defaults_are_the_occlusion_tracker_and_sort_keeps_its_own() -> None:
+    from edgepipe.config import TrackerConfig
+
+    default = TrackerConfig()
+    assert default.type == "occlusion" and default.max_age_s == 1.5 and default.low_threshold == 0.1
+    sort = TrackerConfig(type="sort", max_age=3)
+    assert (sort.max_age, sort.min_hits, sort.iou_threshold) == (3, 3, 0.3)
+    # A dumped config holds every field and loads again (as `--source` does).
+    assert TrackerConfig.model_validate(sort.model_dump()) == sort

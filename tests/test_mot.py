@@ -96,7 +96,7 @@ def moving_target_det(frames: int) -> str:
 def test_track_command_writes_results_file(tmp_path: Path) -> None:
     det = write(tmp_path, moving_target_det(6))
     out = tmp_path / "out.txt"
-    assert main(["track", "--mot", str(det), "-o", str(out), "--min-hits", "1"]) == 0
+    assert main(["track", "--mot", str(det), "-o", str(out), "--min-hits", "1"]) == 0  # occlusion tracker
     rows = [line.split(",") for line in out.read_text().splitlines()]
     assert [(r[0], r[1]) for r in rows] == [(str(f), "1") for f in range(1, 7)]
     assert rows[-1][6:] == ["-1", "-1", "-1", "-1"]
@@ -115,8 +115,15 @@ def test_track_command_writes_to_stdout_without_output(
     ("option", "message"),
     [
         (["--iou", "0"], "--iou 0.0: 0.0 is not between 0 and 1"),
-        (["--max-age", "-1"], "--max-age -1: -1 is not between 0 and 1000"),
+        (["--type", "sort", "--max-age", "-1"], "--max-age -1: -1 is not between 0 and 1000"),
         (["--min-hits", "0"], "--min-hits 0: 0 is not between 1 and 1000"),
+        (["--max-age", "3"], "max_age: only for type sort, and this tracker is type occlusion"),
+        (
+            ["--type", "sort", "--max-age-s", "2"],
+            "max_age_s: only for type occlusion, and this tracker is type sort",
+        ),
+        (["--high-threshold", "1.5"], "--high-threshold 1.5: 1.5 is not between 0 and 1"),
+        (["--fps", "0"], "--fps 0.0: 0.0 is not between 0 and 1000"),
     ],
 )
 def test_track_command_rejects_bad_options(
@@ -125,6 +132,43 @@ def test_track_command_rejects_bad_options(
     det = write(tmp_path, moving_target_det(2))
     assert main(["track", "--mot", str(det), *option]) == 2
     assert capsys.readouterr().err == f"edgepipe: error: {message}\n"
+
+
+def test_track_command_runs_either_tracker_with_the_config_defaults(tmp_path: Path) -> None:
+    # One target seen in frames 1-12, hidden in 13-17, seen again from 18 at 10 fps: SORT
+    # (max_age 1 frame) gives it a second id, the occlusion tracker (max_age_s 1.5) keeps one.
+    lines = [f"{f},-1,{10 + 4 * f},20,30,60,0.9,-1,-1,-1\n" for f in range(1, 31) if not 13 <= f <= 17]
+    det = write(tmp_path, "".join(lines))
+    ids = {}
+    for kind in ("sort", "occlusion"):
+        out = tmp_path / f"{kind}.txt"
+        assert main(["track", "--mot", str(det), "-o", str(out), "--type", kind, "--fps", "10"]) == 0
+        ids[kind] = sorted({int(line.split(",")[1]) for line in out.read_text().splitlines()})
+    assert ids == {"sort": [1, 2], "occlusion": [1]}
+
+
+def test_track_command_starts_tracks_only_from_the_high_threshold(tmp_path: Path) -> None:
+    det = write(tmp_path, "".join(f"{f},-1,{10 + 2 * f},20,30,60,0.3,-1,-1,-1\n" for f in range(1, 8)))
+    out = tmp_path / "out.txt"
+    assert main(["track", "--mot", str(det), "-o", str(out)]) == 0  # 0.3 < the detector's 0.4
+    assert out.read_text() == ""
+    assert main(["track", "--mot", str(det), "-o", str(out), "--high-threshold", "0.3"]) == 0
+    assert {line.split(",")[1] for line in out.read_text().splitlines()} == {"1"}
+
+
+def test_track_command_takes_the_frame_rate_from_seqinfo(tmp_path: Path) -> None:
+    # At 25 fps (seqinfo.ini) the 5-frame gap is 0.2 s: one id. Assumed 10 fps would make it 0.5 s,
+    # still within 1.5 s; so shrink max_age_s to 0.3 s, which only the real frame rate keeps.
+    (tmp_path / "seq" / "det").mkdir(parents=True)
+    (tmp_path / "seq" / "seqinfo.ini").write_text("[Sequence]\nframeRate=25\nseqLength=30\n")
+    lines = [f"{f},-1,{10 + 2 * f},20,30,60,0.9,-1,-1,-1\n" for f in range(1, 31) if not 13 <= f <= 17]
+    det = tmp_path / "seq" / "det" / "det.txt"
+    det.write_text("".join(lines))
+    out = tmp_path / "out.txt"
+    assert main(["track", "--mot", str(det), "-o", str(out), "--max-age-s", "0.3"]) == 0
+    assert {line.split(",")[1] for line in out.read_text().splitlines()} == {"1"}
+    assert main(["track", "--mot", str(det), "-o", str(out), "--max-age-s", "0.3", "--fps", "10"]) == 0
+    assert {line.split(",")[1] for line in out.read_text().splitlines()} == {"1", "2"}
 
 
 def test_track_command_names_the_bad_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

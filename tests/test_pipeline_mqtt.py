@@ -43,7 +43,7 @@ def write_config(
 name: vtest
 source: {{type: file, path: {video}, realtime: {str(realtime).lower()}}}
 detector: {{model: {MODEL}, threshold: 0.4, classes: [person]}}
-tracker: {{max_age: 3, min_hits: 3, iou_threshold: 0.3}}
+tracker: {{type: occlusion}}
 rules:
   - {{type: line, name: crossing, points: [[240, 100], [240, 300]], in_side: left}}
   - {{type: zone, name: lawn, polygon: [[0, 180], [240, 190], [480, 330], [480, 360], [0, 360]]}}

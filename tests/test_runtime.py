@@ -263,6 +263,7 @@ class SlowDetector:
     """Stands in for a detector slower than the camera: `period_s` per frame, no boxes."""
 
     labels = ("person",)
+    threshold = 0.4
 
     def __init__(self, period_s: float) -> None:
         self.period_s = period_s

@@ -1,11 +1,18 @@
-"""`edgepipe bench tracker`: SORT on the MOT15 sequences and on synthetic crowds.
+"""`edgepipe bench tracker`: edgepipe's trackers against roboflow `trackers` on MOT sequences.
 
-Accuracy: MOTA, IDF1 and ID switches from py-motmetrics 1.4 (IoU 0.5, gt rows with flag 0 left out),
-the settings of the SORT reference numbers in the MOT15 data's PROVENANCE.md. Speed: only the
-`update` calls are timed, as CPU time of this thread, best of a few runs, for edgepipe's
-SortTracker and for roboflow `trackers`' SORTTracker (set up like SORT) on the same detections
-in the same run, and reported as ratios.
-motmetrics and trackers are dev tools: imported inside the functions that use them.
+In one run, on the same detections: edgepipe's occlusion tracker (the default settings) and its
+SORT, and roboflow `trackers` 2.6.1's SORT, ByteTrack, OC-SORT, C-BIoU and BoT-SORT (camera
+motion compensation off), each at its constructor's defaults. Accuracy: MOTA, IDF1, HOTA, ID
+switches, ids against true ids, from edgepipe.evaluate.tracking (TrackEval), per sequence and
+over all; MOTA, IDF1 and ID switches also from py-motmetrics 1.4, the evaluator of the SORT
+reference numbers. Speed: only the `update` calls are timed, as CPU time of this thread, best of
+`repeats` runs, on every sequence and on synthetic crowds of 10, 50 and 500 targets.
+
+A sequence is a folder `<name>/det/det.txt` with, when present, `gt/gt.txt` (scored) and
+`seqinfo.ini` (its frameRate gives each frame its time, (frame - 1) / fps). The detections'
+`high_threshold` is the score from which a box starts a track in edgepipe's occlusion tracker
+(the detector's `threshold` in a pipeline); SORT and the peers use every box as they do.
+motmetrics, trackers, supervision and trackeval are dev tools, imported when used.
 """
 
 from __future__ import annotations
@@ -16,35 +23,38 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
+from edgepipe.config import TrackerConfig
 from edgepipe.errors import EdgepipeError
-from edgepipe.mot import read_detections, write_results
-from edgepipe.track import SortTracker
-from edgepipe.types import Detections
+from edgepipe.evaluate.tracking import OVERALL, score
+from edgepipe.evaluate.tracking import Sequence as Scored
+from edgepipe.mot import read_detections, read_rows, read_seqinfo
+from edgepipe.track import Tracker, build_tracker
+from edgepipe.types import Detections, Tracks
 
 SYNTHETIC_TARGETS = (10, 50, 500)
-
-
-@dataclass(frozen=True)
-class SortParams:
-    """The three SORT parameters, given to both trackers."""
-
-    max_age: int = 1
-    min_hits: int = 3
-    iou_threshold: float = 0.3
+# The score from which MOT15's public (Faster R-CNN) boxes start a track: chosen on the nine
+# MOT15 sequences with gt (README, "Tracker"); their scores run from 0.5 to 1.
+MOT15_HIGH_THRESHOLD = 0.8
+OURS = ("edgepipe-occlusion", "edgepipe-sort")
+PEERS = ("roboflow-sort", "roboflow-bytetrack", "roboflow-ocsort", "roboflow-cbiou", "roboflow-botsort")
 
 
 @dataclass(frozen=True)
 class Sequence:
-    """One MOT sequence folder: det/det.txt and, when present, gt/gt.txt."""
+    """One MOT sequence folder: det/det.txt and, when present, gt/gt.txt and its frame rate."""
 
     name: str
     detections: Path
     ground_truth: Path | None
+    fps: float | None
+    frames: int | None
 
 
 def find_sequences(data_dir: Path) -> list[Sequence]:
@@ -54,9 +64,89 @@ def find_sequences(data_dir: Path) -> list[Sequence]:
         raise EdgepipeError(f"no <sequence>/det/det.txt under {data_dir}: pass --data with MOT sequences")
     sequences = []
     for det in found:
-        gt = det.parent.parent / "gt" / "gt.txt"
-        sequences.append(Sequence(det.parent.parent.name, det, gt if gt.is_file() else None))
+        folder = det.parent.parent
+        gt = folder / "gt" / "gt.txt"
+        fps, frames = read_seqinfo(folder / "seqinfo.ini")
+        sequences.append(Sequence(folder.name, det, gt if gt.is_file() else None, fps, frames))
     return sequences
+
+
+# ---------------------------------------------------------------- the trackers
+def make_tracker(name: str, high_threshold: float) -> Tracker:
+    """A fresh tracker by its bench name; roboflow's are wrapped to take and give edgepipe types."""
+    if name == "edgepipe-occlusion":
+        return build_tracker(TrackerConfig(), high_threshold=high_threshold)
+    if name == "edgepipe-sort":
+        return build_tracker(TrackerConfig(type="sort"), high_threshold=high_threshold)
+    return _Peer(name)
+
+
+class _Peer:
+    """A roboflow `trackers` tracker at its defaults behind the Tracker protocol (for scoring;
+    speed runs call it directly on supervision Detections). It reports the detection boxes of
+    tracks that have an id, as roboflow does."""
+
+    def __init__(self, name: str) -> None:
+        import trackers
+
+        self.name = name
+        makers: dict[str, Callable[[], Any]] = {
+            "roboflow-sort": trackers.SORTTracker,
+            "roboflow-bytetrack": trackers.ByteTrackTracker,
+            "roboflow-ocsort": trackers.OCSORTTracker,
+            "roboflow-cbiou": trackers.CBIoUTracker,
+            "roboflow-botsort": lambda: trackers.BoTSORTTracker(enable_cmc=False),
+        }
+        self.tracker: Any = makers[name]()
+
+    def update(
+        self, detections: Detections, frame_index: int | None = None, time_s: float | None = None
+    ) -> Tracks:
+        out = self.tracker.update(as_supervision(detections))
+        kept = out.tracker_id >= 0
+        count = int(np.count_nonzero(kept))
+        return Tracks(
+            out.xyxy[kept].astype(np.float32),
+            np.zeros(count, np.float32),
+            np.zeros(count, np.int32),
+            out.tracker_id[kept].astype(np.int64),
+            np.full(count, -1, np.intp),  # roboflow does not say which detection it was
+            np.empty(0, np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.tracker.tracks)
+
+
+def as_supervision(detections: Detections) -> Any:
+    import supervision as sv
+
+    return sv.Detections(xyxy=detections.xyxy, confidence=detections.score, class_id=detections.class_id)
+
+
+# ---------------------------------------------------------------- accuracy
+def track_rows(tracker: Tracker, frames: dict[int, Detections], fps: float | None) -> NDArray[np.float64]:
+    """Run a tracker over {frame: Detections} → MOTChallenge result rows (frame, id, x, y, w, h, 1)."""
+    rows = []
+    for frame, detections in frames.items():
+        tracks = tracker.update(
+            detections, frame_index=frame, time_s=None if fps is None else (frame - 1) / fps
+        )
+        if len(tracks):
+            xywh = tracks.xyxy.astype(np.float64)
+            xywh[:, 2:] -= xywh[:, :2]
+            rows.append(
+                np.column_stack([np.full(len(tracks), frame), tracks.track_id, xywh, np.ones(len(tracks))])
+            )
+    return np.concatenate(rows) if rows else np.empty((0, 7))
+
+
+def results_text(rows: NDArray[np.float64]) -> str:
+    """Result rows as MOTChallenge text (for py-motmetrics)."""
+    out = io.StringIO()
+    for frame, track_id, x, y, w, h in rows[:, :6].tolist():
+        out.write(f"{int(frame)},{int(track_id)},{x:.3f},{y:.3f},{w:.3f},{h:.3f},-1,-1,-1,-1\n")
+    return out.getvalue()
 
 
 @contextmanager
@@ -76,7 +166,7 @@ def _motmetrics_numpy() -> Iterator[None]:
 
 
 def mot_scores(pairs: dict[str, tuple[Path, Path | str]]) -> dict[str, dict[str, float]]:
-    """{name: (gt.txt, results file or text)} → {name: scores} plus "OVERALL" over all of them.
+    """py-motmetrics: {name: (gt.txt, results file or text)} → {name: scores} plus "OVERALL".
 
     Scores: mota, idf1, num_switches, num_false_positives, num_misses, precision, recall."""
     import motmetrics as mm
@@ -95,63 +185,38 @@ def mot_scores(pairs: dict[str, tuple[Path, Path | str]]) -> dict[str, dict[str,
     return {str(name): {m: float(row[m]) for m in metrics} for name, row in table.iterrows()}
 
 
-def run_ours(frames: dict[int, Detections], params: SortParams) -> tuple[str, float]:
-    """Track one sequence → (MOT results text, CPU seconds spent in update)."""
-    tracker = SortTracker(params.max_age, params.min_hits, params.iou_threshold)
-    out = io.StringIO()
-    seconds = 0.0
-    for frame, detections in frames.items():
-        start = time.thread_time()
-        tracks = tracker.update(detections, frame_index=frame)
-        seconds += time.thread_time() - start
-        write_results(out, frame, tracks)
-    return out.getvalue(), seconds
+def accuracy(
+    sequences: list[Sequence], names: tuple[str, ...], high_threshold: float, motmetrics: bool = True
+) -> dict[str, dict[str, Any]]:
+    """{tracker: {"trackeval": {sequence | OVERALL: scores}, "motmetrics": {...}}} on the
+    sequences with ground truth."""
+    scored = [seq for seq in sequences if seq.ground_truth is not None]
+    frames = {seq.name: read_detections(seq.detections) for seq in scored}
+    gt = {
+        seq.name: read_rows(seq.ground_truth, "ground truth")
+        for seq in scored
+        if seq.ground_truth is not None
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        results = {
+            seq.name: track_rows(make_tracker(name, high_threshold), frames[seq.name], seq.fps)
+            for seq in scored
+        }
+        trackeval = score({s.name: Scored(gt[s.name], results[s.name], s.frames) for s in scored})
+        out[name] = {"trackeval": {k: asdict(v) for k, v in trackeval.items()}}
+        if motmetrics:
+            pairs: dict[str, tuple[Path, Path | str]] = {
+                s.name: (s.ground_truth, results_text(results[s.name])) for s in scored if s.ground_truth
+            }
+            out[name]["motmetrics"] = mot_scores(pairs)
+    return out
 
 
-def _peer(params: SortParams) -> Any:
-    """roboflow trackers' SORTTracker with SORT's state, parameters and no score gate."""
-    from trackers import SORTTracker
-    from trackers.utils.state_representations import XCYCSRStateEstimator
-
-    return SORTTracker(
-        lost_track_buffer=params.max_age,
-        frame_rate=30.0,  # makes lost_track_buffer a count of frames
-        track_activation_threshold=0.0,
-        minimum_consecutive_frames=params.min_hits,
-        minimum_iou_threshold=params.iou_threshold,
-        state_estimator_class=XCYCSRStateEstimator,
-    )
-
-
-def _as_supervision(frames: list[Detections]) -> list[Any]:
-    import supervision as sv
-
-    return [sv.Detections(xyxy=d.xyxy, confidence=d.score, class_id=d.class_id) for d in frames]
-
-
-def time_per_frame(frames: list[Detections], params: SortParams, skip: int = 0) -> tuple[float, float]:
-    """Mean seconds per update call, ours then the peer's, over frames[skip:] (the first `skip`
-    run untimed). CPU time of this thread (`time.thread_time`): other processes on a busy
-    machine then slow neither side down."""
-    ours = SortTracker(params.max_age, params.min_hits, params.iou_threshold)
-    ours_s = _timed_updates(ours.update, frames, skip)
-    peer_s = _timed_updates(_peer(params).update, _as_supervision(frames), skip)
-    count = max(len(frames) - skip, 1)
-    return ours_s / count, peer_s / count
-
-
-def _timed_updates(update: Callable[[Any], object], frames: list[Any], skip: int) -> float:
-    """Thread CPU seconds of update(frame) over frames[skip:], after frames[:skip] untimed."""
-    for frame in frames[:skip]:
-        update(frame)
-    start = time.thread_time()
-    for frame in frames[skip:]:
-        update(frame)
-    return time.thread_time() - start
-
-
+# ---------------------------------------------------------------- speed
 def synthetic_frames(targets: int, frames: int, seed: int = 0) -> list[Detections]:
-    """A crowd of `targets` 40x80 boxes at constant velocity with 1 px noise and 5% misses.
+    """A crowd of `targets` 40x80 boxes at constant velocity with 1 px noise and 5% misses,
+    scores uniform in [0.5, 1).
 
     The scene grows with the crowd (about 25 box areas per target), so boxes overlap about as
     often at 10 as at 500 targets; targets leaving one side come back on the other."""
@@ -175,106 +240,173 @@ def synthetic_frames(targets: int, frames: int, seed: int = 0) -> list[Detection
     return out
 
 
+def seconds_per_frame(
+    name: str, frames: list[Detections], high_threshold: float, fps: float | None = None, skip: int = 0
+) -> float:
+    """Mean CPU seconds of this thread per update call over frames[skip:] (the first `skip` run
+    untimed), for a fresh tracker. Peers get supervision Detections made before the clock starts."""
+    tracker = make_tracker(name, high_threshold)
+    calls: list[Callable[[], object]]
+    if isinstance(tracker, _Peer):
+        calls = [partial(tracker.tracker.update, as_supervision(d)) for d in frames]
+    else:
+        step = 1.0 / fps if fps else None
+        calls = [
+            partial(tracker.update, d, i, None if step is None else i * step) for i, d in enumerate(frames)
+        ]
+    for call in calls[:skip]:
+        call()
+    start = time.thread_time()
+    for call in calls[skip:]:
+        call()
+    return (time.thread_time() - start) / max(len(calls) - skip, 1)
+
+
+def speed(
+    sequences: list[Sequence],
+    names: tuple[str, ...],
+    high_threshold: float,
+    repeats: int,
+    targets: tuple[int, ...] = SYNTHETIC_TARGETS,
+) -> dict[str, Any]:
+    """Frames per second on every sequence and over all of them, and ms per frame on synthetic
+    crowds: best of `repeats` runs, the trackers taking turns within each run."""
+    frames = {seq.name: list(read_detections(seq.detections).values()) for seq in sequences}
+    fps_of = {seq.name: seq.fps for seq in sequences}
+    best: dict[str, dict[str, float]] = {name: {} for name in names}
+    for _ in range(repeats):
+        for seq_name, seq_frames in frames.items():
+            for name in names:
+                s = seconds_per_frame(name, seq_frames, high_threshold, fps_of[seq_name])
+                best[name][seq_name] = min(best[name].get(seq_name, np.inf), s)
+    per_sequence = {seq_name: {name: 1.0 / best[name][seq_name] for name in names} for seq_name in frames}
+    total_frames = sum(len(f) for f in frames.values())
+    overall = {name: total_frames / sum(best[name][s] * len(frames[s]) for s in frames) for name in names}
+    synthetic: dict[str, dict[str, float]] = {}
+    for count in targets:
+        crowd = synthetic_frames(count, 60 if count >= 500 else 200)
+        ms = {name: np.inf for name in names}
+        for _ in range(repeats):
+            for name in names:
+                ms[name] = min(ms[name], 1e3 * seconds_per_frame(name, crowd, high_threshold, 10.0, skip=10))
+        synthetic[str(count)] = ms
+    return {"sequences_fps": per_sequence, "overall_fps": overall, "synthetic_ms": synthetic}
+
+
+# ---------------------------------------------------------------- the whole bench
 def _check_dev_tools() -> None:
     """Fail with what to install when the scoring or comparison packages are missing."""
     import importlib.util
 
     missing = [
-        name for name in ("motmetrics", "trackers", "supervision") if importlib.util.find_spec(name) is None
+        name
+        for name in ("motmetrics", "trackers", "supervision", "trackeval")
+        if importlib.util.find_spec(name) is None
     ]
     if missing:
         raise EdgepipeError(
             f"edgepipe bench tracker needs {', '.join(missing)}: pip install 'motmetrics==1.4.0' supervision, "
-            "and 'pip install --no-deps trackers' (its opencv-python would replace opencv-python-headless)"
+            "and 'pip install --no-deps trackers==2.6.1 trackeval==1.3.0' (both declare opencv-python, "
+            "which would replace opencv-python-headless)"
         )
 
 
 def run_benchmark(
-    data_dir: Path, params: SortParams, repeats: int = 3, targets: tuple[int, ...] = SYNTHETIC_TARGETS
+    data_dir: Path,
+    high_threshold: float = MOT15_HIGH_THRESHOLD,
+    repeats: int = 3,
+    targets: tuple[int, ...] = SYNTHETIC_TARGETS,
+    names: tuple[str, ...] = OURS + PEERS,
 ) -> dict[str, Any]:
     """Everything `edgepipe bench tracker` prints, as one JSON-ready dict."""
     _check_dev_tools()
     sequences = find_sequences(data_dir)
-    per_sequence: dict[str, dict[str, Any]] = {}
-    to_score: dict[str, tuple[Path, Path | str]] = {}
-    total_frames, ours_total, peer_total = 0, 0.0, 0.0
-    for seq in sequences:
-        frames = read_detections(seq.detections)
-        results, _ = run_ours(frames, params)
-        # Speed: the best of `repeats` runs of both on the same detections.
-        ours_best = peer_best = float("inf")
-        for _ in range(repeats):
-            ours_mean, peer_mean = time_per_frame(list(frames.values()), params)
-            ours_best, peer_best = min(ours_best, ours_mean), min(peer_best, peer_mean)
-        total_frames += len(frames)
-        ours_total += ours_best * len(frames)
-        peer_total += peer_best * len(frames)
-        per_sequence[seq.name] = {
-            "frames": len(frames),
-            "fps": 1.0 / ours_best,
-            "peer_fps": 1.0 / peer_best,
-            "speedup": peer_best / ours_best,
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # roboflow warns about unused arguments of its own defaults
+        report: dict[str, Any] = {
+            "data": str(data_dir),
+            "high_threshold": high_threshold,
+            "settings": TrackerConfig().model_dump(),
+            "sequences": {
+                s.name: {"frames": s.frames, "fps": s.fps, "gt": s.ground_truth is not None}
+                for s in sequences
+            },
+            "accuracy": accuracy(sequences, names, high_threshold),
+            "speed": speed(sequences, names, high_threshold, repeats, targets),
         }
-        if seq.ground_truth is not None:
-            to_score[seq.name] = (seq.ground_truth, results)
-    scores = mot_scores(to_score) if to_score else {}
-    for name, values in scores.items():
-        per_sequence.setdefault(name, {}).update(values)
-    overall = per_sequence.pop("OVERALL", {})
-    overall.update(
-        {
-            "frames": total_frames,
-            "fps": total_frames / ours_total,
-            "peer_fps": total_frames / peer_total,
-            "speedup": peer_total / ours_total,
-        }
-    )
-    return {
-        "params": asdict(params),
-        "peer": "trackers.SORTTracker (roboflow trackers), XCYCSR state, same max_age/min_hits/IoU",
-        "sequences": per_sequence,
-        "overall": overall,
-        "synthetic": synthetic_speed(params, repeats, targets),
-    }
-
-
-def synthetic_speed(
-    params: SortParams, repeats: int, targets: tuple[int, ...]
-) -> dict[str, dict[str, float]]:
-    """Mean update time per frame, ours and the peer's, for crowds of each size in `targets`
-    (the first 10 frames, while tracks start, left out; best of `repeats` runs)."""
-    speed = {}
-    for count in targets:
-        frames = synthetic_frames(count, 60 if count >= 500 else 200)
-        ours_best = peer_best = float("inf")
-        for _ in range(repeats):
-            ours_mean, peer_mean = time_per_frame(frames, params, skip=10)
-            ours_best, peer_best = min(ours_best, ours_mean), min(peer_best, peer_mean)
-        speed[str(count)] = {
-            "ours_ms": ours_best * 1e3,
-            "peer_ms": peer_best * 1e3,
-            "speedup": peer_best / ours_best,
-        }
-    return speed
+    return report
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The benchmark dict as aligned text tables."""
+    accuracy_by = report["accuracy"]
+    names = list(accuracy_by)
     lines = [
-        f"{'sequence':<16}{'frames':>7}{'MOTA':>8}{'IDF1':>8}{'IDs':>6}{'fps':>10}{'peer fps':>10}{'speedup':>9}"
+        f"MOT sequences in {report['data']}; edgepipe-occlusion starts tracks from score {report['high_threshold']}"
     ]
-    rows = [*report["sequences"].items(), ("OVERALL", report["overall"])]
-    for name, row in rows:
-        if "mota" in row:
-            accuracy = f"{row['mota']:>8.3f}{row['idf1']:>8.3f}{int(row['num_switches']):>6d}"
-        else:
-            accuracy = f"{'-':>8}{'-':>8}{'-':>6}"
-        speed = f"{row['fps']:>10.0f}{row['peer_fps']:>10.0f}{row['speedup']:>8.1f}x"
-        lines.append(f"{name:<16}{row['frames']:>7d}{accuracy}{speed}")
     lines.append("")
-    lines.append(f"{'targets':<16}{'ours ms':>10}{'peer ms':>10}{'speedup':>9}   (mean per-frame update)")
-    for targets, row in report["synthetic"].items():
-        lines.append(f"{targets:<16}{row['ours_ms']:>10.3f}{row['peer_ms']:>10.3f}{row['speedup']:>8.1f}x")
+    lines.append(
+        f"{'tracker':<20}{'MOTA':>7}{'IDF1':>7}{'HOTA':>7}{'IDsw':>6}{'ids':>6}{'true':>6}{'FP':>7}{'FN':>7}"
+        f"{'fps':>9}{'ratio':>8}   motmetrics MOTA/IDF1/IDsw"
+    )
+    speed_overall = report["speed"]["overall_fps"]
+    base = speed_overall.get(names[0], 0.0)
+    for name in names:
+        overall = accuracy_by[name]["trackeval"].get(OVERALL)
+        mm = accuracy_by[name].get("motmetrics", {}).get("OVERALL")
+        fps = speed_overall[name]
+        row = f"{name:<20}"
+        if overall:
+            row += (
+                f"{overall['mota']:>7.3f}{overall['idf1']:>7.3f}{overall['hota']:>7.3f}{overall['id_switches']:>6d}"
+                f"{overall['ids']:>6d}{overall['true_ids']:>6d}{overall['false_positives']:>7d}{overall['misses']:>7d}"
+            )
+        row += f"{fps:>9.0f}{base / fps if fps else 0:>7.1f}x"
+        if mm:
+            row += f"   {mm['mota']:.3f}/{mm['idf1']:.3f}/{int(mm['num_switches'])}"
+        lines.append(row)
+    lines.append(f"ratio: {names[0]}'s update speed over each tracker's, on the same detections in this run")
     lines.append("")
-    lines.append(f"peer: {report['peer']}")
+    lines.append("per sequence, MOTA / IDF1 / IDsw (TrackEval)")
+    sequences = [s for s in accuracy_by[names[0]]["trackeval"] if s != OVERALL]
+    lines.append(
+        f"{'sequence':<16}"
+        + "".join(f"{n.replace('edgepipe-', 'ep-').replace('roboflow-', 'rf-'):>20}" for n in names)
+    )
+    for seq in sequences:
+        cells = []
+        for name in names:
+            s = accuracy_by[name]["trackeval"][seq]
+            cells.append(f"{s['mota']:.3f}/{s['idf1']:.3f}/{s['id_switches']:>3d}".rjust(20))
+        lines.append(f"{seq:<16}" + "".join(cells))
+    lines.append("")
+    lines.append("synthetic crowds: mean ms per update (first 10 frames left out)")
+    lines.append(
+        f"{'targets':<10}"
+        + "".join(f"{n.replace('edgepipe-', 'ep-').replace('roboflow-', 'rf-'):>15}" for n in names)
+    )
+    for targets, row in report["speed"]["synthetic_ms"].items():
+        lines.append(f"{targets:<10}" + "".join(f"{row[n]:>15.3f}" for n in names))
     return "\n".join(lines)
+
+
+_GATED = ("mota", "idf1", "hota", "id_switches", "ids", "true_ids", "false_positives", "misses")
+
+
+def accuracy_summary(report_accuracy: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The stored regression gate's content: MOTA, IDF1, HOTA, ID switches per tracker and
+    sequence (TrackEval), and MOTA, IDF1, ID switches over all from py-motmetrics."""
+    out: dict[str, Any] = {}
+    for name, scores in report_accuracy.items():
+        out[name] = {
+            seq: {k: round(v, 5) if isinstance(v, float) else v for k, v in s.items() if k in _GATED}
+            for seq, s in scores["trackeval"].items()
+        }
+        if "motmetrics" in scores:
+            mm = scores["motmetrics"]["OVERALL"]
+            out[name]["motmetrics"] = {
+                "mota": round(mm["mota"], 5),
+                "idf1": round(mm["idf1"], 5),
+                "id_switches": int(mm["num_switches"]),
+            }
+    return out

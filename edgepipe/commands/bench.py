@@ -48,12 +48,20 @@ def bench_tracker(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from edgepipe.bench.tracker import SortParams, format_report, run_benchmark
+    from edgepipe.bench.tracker import MOT15_HIGH_THRESHOLD, accuracy_summary, format_report, run_benchmark
+    from edgepipe.config import DetectorConfig, check_option
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats {args.repeats}: expected N >= 1")
-    report = run_benchmark(Path(args.data), SortParams(), args.repeats)
+    high = MOT15_HIGH_THRESHOLD
+    if args.high_threshold is not None:
+        high = check_option(DetectorConfig, "threshold", args.high_threshold, "--high-threshold")
+    report = run_benchmark(Path(args.data), high, args.repeats)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if args.gate:
+        gate = {"data": Path(args.data).name, "high_threshold": high, "settings": report["settings"]}
+        gate["trackers"] = accuracy_summary(report["accuracy"])
+        Path(args.gate).write_text(json.dumps(gate, indent=1) + "\n")
     return 0
 
 

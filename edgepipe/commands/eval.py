@@ -12,6 +12,7 @@ import argparse
 import configparser
 import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,15 +134,50 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def tracking_section(gt_path: Path, tracks: dict[int, Tracks] | None) -> dict[str, Any] | None:
-    """Where MOTA, IDF1, HOTA, ID switches and ids vs true ids join the report: evaluate/tracking.py
-    (issue 17) scores `tracks` against `gt_path` here. Until it lands, there is no tracking section."""
-    return None
+    """MOTA, IDF1, HOTA, ID switches and ids vs true ids of `tracks` ({gt frame: Tracks}) against
+    the gt file (evaluate/tracking.py, TrackEval's metrics); None when there are no tracks (events only)."""
+    from edgepipe.evaluate.tracking import OVERALL, Sequence, score
+    from edgepipe.mot import read_rows
+
+    if tracks is None:
+        return None
+    gt = read_rows(gt_path, "ground truth")
+    rows = [
+        (frame, track_id, x1, y1, x2 - x1, y2 - y1, s)
+        for frame, frame_tracks in tracks.items()
+        for track_id, (x1, y1, x2, y2), s in zip(
+            frame_tracks.track_id.tolist(),
+            frame_tracks.xyxy.tolist(),
+            frame_tracks.score.tolist(),
+            strict=True,
+        )
+    ]
+    results = np.array(rows, np.float64).reshape(-1, 7)
+    frames = max([int(gt[:, 0].max()) if len(gt) else 0, *tracks])
+    result = score({gt_path.parent.parent.name: Sequence(gt, results, frames)})[OVERALL]
+    keys = (
+        "mota",
+        "idf1",
+        "hota",
+        "id_switches",
+        "ids",
+        "true_ids",
+        "false_positives",
+        "misses",
+        "recall",
+        "precision",
+    )
+    return {
+        key: round(value, 4) if isinstance(value, float) else value
+        for key, value in asdict(result).items()
+        if key in keys
+    }
 
 
 def report_text(report: CountReport, tracking: dict[str, Any] | None) -> str:
     text = format_table(report)
     if tracking is None:
-        return text + "\ntracking: not scored (edgepipe.evaluate.tracking is not there yet)"
+        return text + "\ntracking: not scored (no tracks: the events alone were given)"
     return text + "\ntracking: " + ", ".join(f"{key} {value}" for key, value in tracking.items())
 
 

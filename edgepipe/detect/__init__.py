@@ -72,6 +72,12 @@ class Detector:
         self._sync: tuple[tuple[int, int], Any] | None = None  # (frame_hw, infer request) of detect()
 
     @property
+    def threshold(self) -> float:
+        """The configured score from which a detection counts (and starts a track); the detector may
+        deliver lower ones (`score_threshold`) for a tracker to continue tracks with."""
+        return self.settings.threshold
+
+    @property
     def labels(self) -> tuple[str, ...]:
         return self.card.labels
 

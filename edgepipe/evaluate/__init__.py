@@ -1,1 +1,2 @@
-"""How well a pipeline does against ground truth: counting truth and matching (counting.py), `edgepipe eval`."""
+"""Scoring a pipeline against ground truth: tracking metrics (tracking.py), counting truth and event
+matching (counting.py); `edgepipe eval` (commands/eval.py) reports both."""
