@@ -4,19 +4,18 @@
     with edgepipe.open("pipelines/door.yml") as run:
         for result in run: ...          # FrameResult: frame, detections, tracks, events
 
-`open`, `Run`, `Publisher` and `CallbackPublisher` are imported on first use, so that importing
-the package (and `edgepipe --help`) stays quick.
+The names are imported on first use, so that importing the package (and `edgepipe --help`, and
+the start of `edgepipe run`, which takes signals before anything slow) stays quick.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from edgepipe.types import Detections, Event, Frame, FrameResult, Tracks
-
 if TYPE_CHECKING:
     from edgepipe.api import Run, open
     from edgepipe.publish import CallbackPublisher, Publisher
+    from edgepipe.types import Detections, Event, Frame, FrameResult, Tracks
 
 __version__ = "0.2.0"
 
@@ -34,7 +33,8 @@ __all__ = [
 ]
 
 _LAZY = {"open": "edgepipe.api", "Run": "edgepipe.api", "Publisher": "edgepipe.publish",
-         "CallbackPublisher": "edgepipe.publish"}  # fmt: skip
+         "CallbackPublisher": "edgepipe.publish", "Detections": "edgepipe.types", "Event": "edgepipe.types",
+         "Frame": "edgepipe.types", "FrameResult": "edgepipe.types", "Tracks": "edgepipe.types"}  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

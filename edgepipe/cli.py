@@ -10,14 +10,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
 from edgepipe import __version__
-from edgepipe.commands import ALL
 from edgepipe.errors import EdgepipeError, mask_secrets
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+class Terminated(BaseException):
+    """SIGTERM before a command installed its own handling (run's: drain, flush, exit 0)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,12 +36,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgepipe {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from edgepipe.commands import ALL  # after the signal handler: these imports take a while
+
     for command in ALL:
         command.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First, before anything slow: a SIGTERM while Python imports or a model compiles must end the
+    # process cleanly, not kill it (systemd may stop a service at any moment of its start).
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    except Terminated:
+        print("edgepipe: stopped by SIGTERM", file=sys.stderr)
+        # `run` stopped before its pipelines started: a clean stop, as later on; anything else: 128 + 15
+        command = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), "")
+        return 0 if command == "run" else 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    # FFmpeg and OpenCV print a line for every undecodable packet or refused connection; edgepipe says
+    # what matters in its own words (a short video, a camera reconnecting). Set these to see theirs.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

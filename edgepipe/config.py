@@ -45,7 +45,40 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def _is_file(path: Path) -> bool:
+    """Whether `path` is a regular file; a path the system refuses to look at (too long, a loop of
+    links, not allowed) is a ValueError that says why."""
+    try:
+        return path.is_file()
+    except OSError as error:
+        raise ValueError(f"{_shown(path)}: {error.strerror}") from None
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError as error:
+        raise ValueError(f"{_shown(path)}: {error.strerror}") from None
+
+
+def _is_dir_quietly(path: Path) -> bool:
+    """is_dir, False where the system refuses to look (the file check then says why)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _shown(path: Path) -> str:
+    """A path for a message: long ones cut in the middle."""
+    text = str(path)
+    return text if len(text) <= 120 else f"{text[:60]}…{text[-50:]}"
+
+
 def _resolve(value: Path, info: ValidationInfo) -> Path:
+    """A path of the file, relative to the file's folder; one the system cannot take is a ValueError."""
+    if "\0" in str(value):
+        raise ValueError("a path cannot hold a NUL character")
     base = (info.context or {}).get("base_dir")
     path = Path(os.path.expanduser(value))
     return path if path.is_absolute() or base is None else Path(base) / path
@@ -83,8 +116,8 @@ class FileSourceConfig(Model):
     @classmethod
     def _exists(cls, value: Path, info: ValidationInfo) -> Path:
         path = _resolve(value, info)
-        if not path.is_file():
-            raise ValueError(f"video file {path} does not exist")
+        if not _is_file(path):
+            raise ValueError(f"video file {_shown(path)} does not exist")
         return path
 
 
@@ -100,8 +133,8 @@ class ImageFolderSourceConfig(Model):
     @classmethod
     def _exists(cls, value: Path, info: ValidationInfo) -> Path:
         path = _resolve(value, info)
-        if not path.is_dir():
-            raise ValueError(f"image folder {path} does not exist")
+        if not _is_dir(path):
+            raise ValueError(f"image folder {_shown(path)} does not exist")
         return path
 
 
@@ -197,9 +230,9 @@ class DetectorConfig(Model):
         path = _resolve(value, info)
         if path.suffix not in MODEL_SUFFIXES:
             raise ValueError(f"model must be an OpenVINO .xml or an .onnx file, got {path.name}")
-        if not path.is_file():
-            raise ValueError(f"model file {path} does not exist (see `edgepipe models list`)")
-        if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+        if not _is_file(path):
+            raise ValueError(f"model file {_shown(path)} does not exist (see `edgepipe models list`)")
+        if path.suffix == ".xml" and not _is_file(path.with_suffix(".bin")):
             raise ValueError(f"weights {path.with_suffix('.bin')} are missing next to {path.name}")
         return path
 
@@ -369,8 +402,8 @@ class TlsConfig(Model):
         if value is None:
             return None
         path = _resolve(value, info)
-        if not path.is_file():
-            raise ValueError(f"file {path} does not exist")
+        if not _is_file(path):
+            raise ValueError(f"file {_shown(path)} does not exist")
         return path
 
     @model_validator(mode="after")
@@ -382,13 +415,27 @@ class TlsConfig(Model):
 
 class OutboxConfig(Model):
     path: Path | None = Field(
-        None, description="SQLite file of undelivered messages (default: $STATE_DIRECTORY or ./state)"
+        None,
+        description="SQLite file of undelivered messages, relative to this YAML file "
+        "(default: <name>-outbox.sqlite in $STATE_DIRECTORY or ./state)",
     )
     max_messages: int = Field(
         100_000, ge=100, description="oldest messages are dropped (with a warning) past this"
     )
     max_age_s: float = Field(
         7 * 24 * 3600, gt=0, description="messages older than this are dropped (with a warning)"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
+
+    max_memory_messages: int = Field(
+        10_000,
+        ge=10,
+        le=1_000_000,
+        description="while the disk refuses writes, this many messages wait in memory (beyond: lost, reported)",
     )
 
 
@@ -428,8 +475,8 @@ class MqttConfig(Model):
         if value is None:
             return None
         path = _resolve(value, info)
-        if not path.is_file():
-            raise ValueError(f"password file {path} does not exist")
+        if not _is_file(path):
+            raise ValueError(f"password file {_shown(path)} does not exist")
         return path
 
     @model_validator(mode="after")
@@ -586,7 +633,7 @@ def source_from_argument(text: str, base: PipelineConfig) -> PipelineConfig:
         spec = {"type": "rtsp", "url": text}
     elif text.isdigit() or text.startswith("/dev/video"):
         spec = {"type": "camera", "device": int(text) if text.isdigit() else text}
-    elif Path(text).is_dir():
+    elif _is_dir_quietly(Path(text)):
         spec = {"type": "images", "path": str(Path(text).resolve())}
     else:
         spec = {"type": "file", "path": str(Path(text).resolve())}

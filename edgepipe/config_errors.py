@@ -80,9 +80,19 @@ def dotted(loc: tuple[Any, ...]) -> str:
     return text
 
 
+class _Short(str):
+    """A value shown in a message: its repr is cut in the middle when long (a 5000-character name)."""
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return text if len(text) <= 80 else f"{text[:40]}…{text[-30:]} ({len(self)} characters)"
+
+
 def message(item: Any, yaml_loc: tuple[Any, ...], model: type[BaseModel]) -> str:
     """What is wrong, in words: the bounds of a number, the allowed keys, the expected tags."""
     kind, value, ctx = item["type"], item.get("input"), item.get("ctx") or {}
+    if isinstance(value, str):
+        value = _Short(value)
     if kind == "missing":
         return "required field is missing"
     if kind == "extra_forbidden":

@@ -84,7 +84,7 @@ def read_pipeline_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         return None, None
     if _count_nodes(root) > MAX_NODES:  # first: every other walk over the tree follows aliases
         raise ConfigError(
-            f"{path}: the document expands to more than {MAX_NODES} nodes (aliases?); simplify it"
+            f"{path}:1: (top level): the document expands to more than {MAX_NODES} nodes (aliases?); simplify it"
         )
     problems = _duplicate_keys(path, root)
     if problems:

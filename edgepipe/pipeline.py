@@ -46,6 +46,7 @@ class RunStats:
     track_ids: set[int] = field(default_factory=set)
     events: Counter[str] = field(default_factory=Counter)
     lost: int = 0  # events accepted by the outputs that will never be delivered (known at the end)
+    skipped_frames: int = 0  # frames or images of the source that could not be decoded
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -203,6 +204,7 @@ class Pipeline:
         self.publisher.publish_status(self.status())
         self.publisher.close()
         self.stats.lost = self.publisher.lost()
+        self.stats.skipped_frames = self.source.stats().skipped
 
     def status(self) -> dict[str, object]:
         """The status payload: windowed metrics, source state and drops, outbox depth."""

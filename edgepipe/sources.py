@@ -47,6 +47,9 @@ SOURCE_STATES: tuple[SourceState, ...] = get_args(SourceState)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 IDLE_S = 1.0  # without a frame for this long, frames() yields None so the loop can say it is alive
 _WAKE_S = 0.2  # longest a waiting consumer sleeps before it re-checks stop(); a safety net only
+# A damaged stretch of a video makes read() fail for a frame or a few, then decoding goes on: only
+# this many failures in a row (or the container's last frame) is the end of the file.
+_MAX_BAD_FRAMES = 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class SourceStats:
     frames_read: int  # frames decoded so far
     dropped_frames: int  # live frames overwritten before the loop took them
     reconnects: int  # connection attempts after the first one (live sources)
+    skipped: int = 0  # frames or images that could not be decoded (a damaged file), left out
 
 
 class Source(Protocol):
@@ -159,6 +163,7 @@ class _SourceBase:
         self._fps: float | None = None
         self._frames_read = 0
         self._reconnects = 0
+        self._skipped = 0
         self._stopped = threading.Event()
         self._state: SourceState = "connecting"
         self._state_lock = threading.Lock()
@@ -172,7 +177,7 @@ class _SourceBase:
         return None
 
     def stats(self) -> SourceStats:
-        return SourceStats(self._state, self._frames_read, self._dropped(), self._reconnects)
+        return SourceStats(self._state, self._frames_read, self._dropped(), self._reconnects, self._skipped)
 
     def _dropped(self) -> int:
         return 0
@@ -280,17 +285,28 @@ class FileSource(_SourceBase):
         return self._decode()
 
     def _decode(self) -> Iterator[Frame]:
-        """Decode every frame; on EOF rewind when looping. Runs on one thread only."""
+        """Decode every frame, past damaged stretches; on EOF rewind when looping. Runs on one thread only."""
         index = 0
         offset_s = 0.0  # container time of the previous passes, so source_time keeps rising
         last_s = -1.0
+        failures = 0  # read() failures in a row
+        this_pass = 0  # frames decoded since the last rewind
         while not self._stopped.is_set():
             ok, image = self._cap.read()
             if not ok:
+                position = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
+                at_end = self._count is not None and position >= self._count
+                failures += 1
+                if not at_end and failures < _MAX_BAD_FRAMES:
+                    continue  # a frame that does not decode: the next one may
+                self._report_short_pass(this_pass)
                 if not self.loop or index == 0 or not self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
                     break
                 offset_s = last_s + (1.0 / self._fps if self._fps else 0.0)
+                failures = this_pass = 0
                 continue
+            failures = 0
+            this_pass += 1
             pos_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
             own_s = pos_ms / 1000.0 if math.isfinite(pos_ms) and pos_ms >= 0 else index / (self._fps or 1.0)
             last_s = offset_s + own_s
@@ -298,6 +314,20 @@ class FileSource(_SourceBase):
             yield Frame(image, index, time.time(), last_s)
             index += 1
         self._set_state("ended")
+
+    def _report_short_pass(self, decoded: int) -> None:
+        """A pass through the file that gave fewer frames than its header says: say so (once a pass)."""
+        if self._count is None or decoded >= self._count:
+            return
+        missing = self._count - decoded
+        self._skipped += missing
+        log.warning(
+            "video %s: read %d of %d frames; %d could not be decoded (a damaged file?) and were left out",
+            self.path,
+            decoded,
+            self._count,
+            missing,
+        )
 
     def _pace(self) -> None:
         start = time.monotonic()
@@ -355,13 +385,27 @@ class ImageFolderSource(_SourceBase):
         return self
 
     def frames(self, idle_s: float = IDLE_S) -> Iterator[Frame]:
-        index = 0
+        """Every image in name order (its position sets the frame index and time); an image that
+        cannot be read is skipped with a WARNING and counted, the others go on."""
+        position = 0
+        unreadable: set[Path] = set()
         while not self._stopped.is_set():
-            image = read_image(self.files[index % len(self.files)])
-            self._frames_read += 1
-            yield Frame(image, index, time.time(), index / self._rate)
-            index += 1
-            if index % len(self.files) == 0 and not self.loop:
+            path = self.files[position % len(self.files)]
+            index = position
+            position += 1
+            try:
+                image = read_image(path)
+            except SourceError as error:
+                if path not in unreadable:  # once per file, not once per loop
+                    unreadable.add(path)
+                    self._skipped += 1
+                    log.warning("%s; skipped", error)
+                if len(unreadable) == len(self.files):
+                    break  # nothing here can be read: looping would spin
+            else:
+                self._frames_read += 1
+                yield Frame(image, index, time.time(), index / self._rate)
+            if position % len(self.files) == 0 and not self.loop:
                 break
         self._set_state("ended")
 

@@ -338,3 +338,28 @@ def test_frame_age_stays_bounded_with_a_detector_slower_than_the_camera(rtsp_ser
     print(
         f"frame age with a {period_s} s detector on a 10 fps stream: {age_ms}, dropped {final['dropped_frames']}"
     )
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler yet (its SigCgt mask in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.parametrize("after_s", [0.0, 0.1, 0.3, 0.6, 1.2, 2.5])
+def test_sigterm_at_any_moment_of_the_start_is_a_clean_exit(
+    tmp_path: Path, shared_data: Path, after_s: float
+) -> None:
+    """While the package imports, the config loads or the model compiles: never killed by the signal.
+    The moments count from when the process first handles SIGTERM, edgepipe's first line; before it,
+    only the interpreter's own start (about 0.1 s) is unprotected, as in any Python program."""
+    video = shared_data / "video" / "vtest.mp4"
+    config = write_config(tmp_path, "demo", f"{{type: file, path: {video}, realtime: true}}")
+    process = start(str(config))
+    assert wait_until(lambda: catches_sigterm(process.pid), timeout_s=30)
+    time.sleep(after_s)  # the moment of the signal is what the test varies
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr

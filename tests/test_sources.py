@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -168,13 +169,47 @@ def test_image_folder_without_images_says_what_it_looked_for(tmp_path: Path) -> 
         image_source(tmp_path)
 
 
-def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
-    (tmp_path / "broken.png").write_bytes(b"not a png")
-    with (
-        image_source(tmp_path) as source,
-        pytest.raises(SourceError, match=r"cannot read image .*broken\.png"),
-    ):
-        list(frames_of(source))
+def test_an_unreadable_image_is_skipped_counted_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for i in (0, 2):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), index_image(i))
+    (tmp_path / "1.png").write_bytes(b"not a png")
+    with caplog.at_level(logging.WARNING), image_source(tmp_path) as source:
+        frames = list(frames_of(source))
+    assert [(f.index, encoded_index(f.image)) for f in frames] == [
+        (0, 0),
+        (2, 2),
+    ]  # the index keeps its place
+    assert source.stats().skipped == 1
+    assert any("cannot read image" in r.getMessage() and "1.png" in r.getMessage() for r in caplog.records)
+
+
+def test_a_folder_of_only_unreadable_images_ends_instead_of_spinning(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    with image_source(tmp_path, loop=True) as source:
+        assert list(frames_of(source)) == []
+    assert source.stats().skipped == 1
+
+
+def test_a_damaged_video_is_read_past_its_bad_stretches_and_says_how_much_was_lost(
+    tmp_path: Path, shared_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    damaged = tmp_path / "damaged.mp4"
+    data = bytearray((shared_data / "video" / "vtest.mp4").read_bytes())
+    for fraction in (0.05, 0.3, 0.6):  # three stretches of garbage inside the stream
+        start = int(len(data) * fraction)
+        data[start : start + 20_000] = bytes((i * 131 + 7) % 256 for i in range(20_000))
+    damaged.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING), file_source(damaged) as source:
+        read = sum(1 for _ in frames_of(source))
+    assert 700 < read < 795  # a plain read loop stopped after 33 frames of this file
+    assert source.stats().skipped == 795 - read
+    (warning,) = [r.getMessage() for r in caplog.records if "could not be decoded" in r.getMessage()]
+    assert (
+        warning
+        == f"video {damaged}: read {read} of 795 frames; {795 - read} could not be decoded (a damaged file?) and were left out"
+    )
 
 
 # ---------------------------------------------------------------- cameras

@@ -90,6 +90,10 @@ def summary_text(name: str, stats: RunStats, counts: Counts) -> str:
         f"{stats.detections} detections, {len(stats.track_ids)} tracks",
         f"{name}: events: {events}",
     ]
+    if stats.skipped_frames:
+        lines.insert(
+            1, f"{name}: {stats.skipped_frames} frames of the source could not be decoded and were left out"
+        )
     for rule, values in counts.items():
         line = f"{name}: {rule}: " + ", ".join(f"{k} {v}" for k, v in totals(values).items())
         by_label = values.get("by_label")

@@ -29,9 +29,15 @@ _CHECK_FILE_S = 1.0  # how often the sink looks whether its file was deleted or 
 def check_events_path(path: str | os.PathLike[str]) -> None:
     """OutputError unless events can be appended at `path` ("-" is stdout): a regular file or none
     yet, in a folder that exists or can be created, writable by this user."""
-    target = Path(os.fspath(path))
     if os.fspath(path) == "-":
         return
+    try:
+        _check_events_path(Path(os.fspath(path)))
+    except OSError as error:  # a name too long, a loop of links
+        raise OutputError(f"the events file {path}: {error.strerror}") from None
+
+
+def _check_events_path(target: Path) -> None:
     if target.exists() and not target.is_file():
         raise OutputError(f"the events file {target} is not a file (a folder?): give a file name")
     if target.exists() and not os.access(target, os.W_OK):

@@ -116,6 +116,7 @@ class MqttSettings:
     outbox_path: Path
     outbox_max_messages: int
     outbox_max_age_s: float
+    outbox_max_memory_messages: int
     discovery: tuple[tuple[str, bytes], ...] = ()  # (topic, payload), retained on every connect
 
     @property
@@ -146,6 +147,7 @@ def mqtt_settings(
         outbox_path=outbox_path,
         outbox_max_messages=cfg.outbox.max_messages,
         outbox_max_age_s=cfg.outbox.max_age_s,
+        outbox_max_memory_messages=cfg.outbox.max_memory_messages,
         discovery=tuple(discovery),
     )
 

@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
+from edgepipe.config import OutboxConfig
 from edgepipe.errors import OutputError
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ _WAL_LIMIT_BYTES = 128 << 10
 _WAL_CHECKPOINT_PAGES = 32
 _FLUSH_BATCH = 200  # held messages stored per transaction when writes work again
 _SALVAGE_PROBE_LIMIT = 200_000  # ids probed one by one past a damaged page when salvaging
-MEMORY_LIMIT = 10_000  # messages held in memory while the disk refuses writes
+# messages held in memory while the disk refuses writes (outputs.mqtt.outbox.max_memory_messages)
+MEMORY_LIMIT = OutboxConfig.model_fields["max_memory_messages"].default
 # SQLite's primary result codes (sqlite.org/rescode.html; the sqlite3 module names them from 3.11):
 # "cannot write now" (I/O error 10, read-only 8, full 13, cannot open 14) vs "the file is damaged"
 # (corrupt 11, not a database 26). Python 3.10 gives no code: the messages say the same.
@@ -87,6 +89,13 @@ Row = tuple[str, bytes, int, int, float, str | None]  # topic, payload, qos, ret
 def check_outbox_path(path: Path) -> None:
     """OutputError unless an outbox can live at `path`: a regular file (or none yet) that can be
     read and written, in a folder that exists or can be created and written (the WAL goes beside)."""
+    try:
+        _check_outbox_path(path)
+    except OSError as error:  # a name too long, a loop of links
+        raise OutputError(f"the MQTT outbox {path}: {error.strerror}") from None
+
+
+def _check_outbox_path(path: Path) -> None:
     if path.exists() and not path.is_file():
         raise OutputError(
             f"the MQTT outbox {path} is not a file (a folder?): set outputs.mqtt.outbox.path to a file"
@@ -250,7 +259,8 @@ class Outbox:
     @property
     def lost(self) -> int:
         """Accepted messages that will never be sent: dropped by the bounds, refused by a full
-        memory queue, unreadable in a damaged file."""
+        memory queue, unreadable in a damaged file. (A retained value that a newer one replaced is
+        not lost: only the newest ever matters.)"""
         return self.dropped + self.overflowed + self.unrecovered
 
     @property
@@ -308,12 +318,16 @@ class Outbox:
         return int(cursor.lastrowid)
 
     def _hold(self, row: Row, replace_key: str | None) -> None:
-        """Keep a message in memory, in order, until the disk takes writes again."""
+        """Keep a message in memory, in order, until the disk takes writes again. Full: the oldest
+        event goes (as the bounds do: the newest are the most useful), counted as lost; a retained
+        value (a replace_key's) is never the one dropped, and a newer one replaces it."""
         if replace_key is not None:  # only the newest retained value matters, in memory too
             self._memory = deque(r for r in self._memory if r[5] != replace_key)
         if len(self._memory) >= self._memory_limit:
-            self._memory.popleft()  # as the bounds do: the newest are the most useful
-            self.overflowed += 1
+            oldest_event = next((i for i, r in enumerate(self._memory) if r[5] is None), None)
+            if oldest_event is not None:
+                del self._memory[oldest_event]
+                self.overflowed += 1
         self._memory.append(row)
 
     def _write_failed(self, err: sqlite3.DatabaseError, now: float) -> bool:
@@ -404,11 +418,14 @@ class Outbox:
                 self._next_write_try = 0.0
                 self._flush_memory(self._clock())
             if self._memory:
-                self.overflowed += len(self._memory)
+                events = sum(1 for r in self._memory if r[5] is None)
+                self.overflowed += events
                 log.error(
-                    "MQTT outbox %s: %d messages held in memory could not be stored before the end: lost",
+                    "MQTT outbox %s: %d messages held in memory (%d events) could not be stored before the "
+                    "end: lost",
                     self.path,
                     len(self._memory),
+                    events,
                 )
                 self._memory.clear()
             with contextlib.suppress(sqlite3.Error):  # else the WAL stays; the next open replays it

@@ -324,3 +324,37 @@ def test_home_assistant_discovery_is_published_retained_on_connect(
     assert config["value_template"] == '{{ value_json["entry"]["in"] }}'
     assert config["availability_topic"] == STATUS
     assert config["state_class"] == "total_increasing"
+
+
+def test_an_outbox_damaged_while_running_is_repaired_and_delivery_goes_on(
+    mosquitto: Callable[..., Broker], subscribe: Callable[..., Subscriber], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """8 KiB of garbage in the middle of the outbox of a running publisher (the sender thread used to
+    die on it, silently): the damage is repaired, what can be read is delivered, the rest is
+    counted lost, and the publisher stays healthy."""
+    broker = mosquitto(persistence=True)
+    sub = subscribe(broker, EVENTS, session=True, client_id="damaged-sub")
+    broker.stop()
+    pub = publisher(broker, tmp_path)
+    produced = [event(n) for n in range(3000)]
+    for e in produced:
+        pub.publish(e)
+    outbox = pub._outbox
+    with outbox._lock:
+        outbox._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        outbox._db.execute("PRAGMA cache_size=0")
+        size = (tmp_path / "outbox.sqlite").stat().st_size
+        with (tmp_path / "outbox.sqlite").open("r+b") as handle:
+            handle.seek(size // 2)
+            handle.write(bytes(range(256)) * 32)
+    with caplog.at_level(logging.ERROR, logger="edgepipe.publish"):
+        broker.start()
+        assert wait_until(lambda: pub.connected and pub.backlog() == 0, timeout_s=60)
+    assert pub.problems() == []
+    assert sub.wait_for(lambda s: len({p["id"] for p in s.payloads()}) == 3000 - pub.lost(), timeout_s=30)
+    received = {p["id"] for p in sub.payloads()}
+    assert received <= {e.id for e in produced}
+    assert 0 < pub.lost() < 100 and len(received) + pub.lost() == 3000
+    assert any("was damaged" in r.getMessage() for r in caplog.records)
+    pub.close()
