@@ -1,4 +1,4 @@
-"""Command line: `edgepipe run|check|detect|track|bench|models|export`.
+"""Command line: `edgepipe run|check|detect|track|bench|models|export|train`.
 
 Each subcommand has an `_add_<name>` function that declares its options and a `_cmd_<name>`
 function that runs it. Heavy imports (OpenVINO, torch) happen inside the handlers so that
@@ -262,6 +262,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- train (issue 16)
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from edgepipe.train.command import add_arguments
+
+    p = sub.add_parser(
+        "train",
+        help="fine-tune NanoDet-Plus on a COCO-format data set (needs `pip install edgepipe[train]`)",
+        description="Fine-tune NanoDet-Plus from the official COCO weights or a checkpoint; checkpoints "
+        "loadable by `edgepipe export`; --export writes the IR at the end.",
+    )
+    add_arguments(p)
+    p.set_defaults(handler=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from edgepipe.train.command import run
+
+    return run(args)
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -271,7 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgepipe {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_check, _add_detect, _add_track, _add_bench, _add_models, _add_export):
+    for add in (
+        _add_run,
+        _add_check,
+        _add_detect,
+        _add_track,
+        _add_bench,
+        _add_models,
+        _add_export,
+        _add_train,
+    ):
         add(sub)
     return parser
 

@@ -25,3 +25,7 @@ class SourceError(EdgepipeError):
 
 class BrokerError(EdgepipeError):
     """The MQTT broker settings are wrong (bad CA file, refused credentials, ...)."""
+
+
+class DatasetError(ConfigError):
+    """A training data set is wrong (missing image, box outside its image, unknown category ...)."""
