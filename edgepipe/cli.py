@@ -109,9 +109,10 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "bench", help="benchmarks: speed as ratios against a baseline measured in the same run"
     )
-    what = p.add_subparsers(dest="bench_target", required=True, metavar="{tracker,detector}")
+    what = p.add_subparsers(dest="bench_target", required=True, metavar="{tracker,detector,train}")
     _add_bench_tracker(what)
     _add_bench_detector(what)
+    _add_bench_train(what)
 
 
 def _add_bench_tracker(what: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -161,6 +162,20 @@ def _cmd_bench_detector(args: argparse.Namespace) -> int:
     from edgepipe.bench.detector import bench_command
 
     return bench_command(args)
+
+
+def _add_bench_train(what: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from edgepipe.bench.train import add_arguments
+
+    p = what.add_parser("train", help="fine-tune on COCO images, person AP against the official weights")
+    add_arguments(p)
+    p.set_defaults(handler=_cmd_bench_train)
+
+
+def _cmd_bench_train(args: argparse.Namespace) -> int:
+    from edgepipe.bench.train import run
+
+    return run(args)
 
 
 # ---------------------------------------------------------------- models (issue 2)

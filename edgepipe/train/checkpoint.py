@@ -35,7 +35,7 @@ class RunInfo:
     labels: tuple[str, ...]
     recipe: Recipe
     init: str  # where the run started
-    agm_is_new: bool  # the start had no AGM weights (see Recipe.agm_warmup_epochs)
+    agm_is_new: bool  # the start had no AGM weights (see Recipe.assign_guide)
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 DEFAULTS = Recipe()
 VERIFY_IMAGES = 8  # images for the export's parity check
 CALIB_IMAGES = 300  # NNCF's default subset size
+CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt", ".onnx")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="COCO instances .json, or the folder holding it (CVAT, Label Studio, Roboflow exports)",
     )
     parser.add_argument(
-        "--images", type=Path, metavar="DIR", help="folder the file names are relative to (default: found)"
+        "--images",
+        type=Path,
+        metavar="DIR",
+        help="folder the file names (of --data and --val) are relative to (default: found)",
     )
     parser.add_argument("--arch", default="nanodet-plus-m", choices=sorted(ARCHS))
     parser.add_argument("--size", required=True, type=int, choices=SIZES, help="square input side in pixels")
@@ -120,7 +124,13 @@ def run(args: argparse.Namespace) -> int:
             )
     progress = Progress(sys.stderr, recipe.epochs, sys.stderr.isatty() and not args.no_progress)
     job = loop.Run(job_info, train_set, val_set, args.out, device)
-    result = loop.run(job, model, resume, on_step=progress.step, on_epoch=progress.epoch)
+    try:
+        result = loop.run(job, model, resume, on_step=progress.step, on_epoch=progress.epoch)
+    except KeyboardInterrupt:
+        if last.is_file():
+            print(f"\ninterrupted: {last} holds the last finished epoch; repeat the command with --resume to go on",
+                  file=sys.stderr)  # fmt: skip
+        raise
     print(f"last checkpoint: {result.last}")
     if result.best is not None:
         print(f"best checkpoint: {result.best} (val mAP {result.best_map:.3f})")
@@ -160,7 +170,7 @@ def _datasets(
         if share is not None:
             train_set, val_set = split(train_set, share, seed)
         else:
-            val_set = load_coco(Path(args.val), classes or list(train_set.labels), None)
+            val_set = load_coco(Path(args.val), classes or list(train_set.labels), args.images)
             check_same_classes(train_set, val_set)
     for dataset in (train_set, val_set):
         if dataset is not None:
@@ -205,11 +215,12 @@ def _start(args: argparse.Namespace, labels: tuple[str, ...], recipe: Recipe) ->
 
     init = args.init or f"{args.arch}-{args.size}"
     as_file = Path(init)
-    path = (
-        as_file
-        if as_file.suffix.lower() in (".ckpt", ".pth", ".pt", ".onnx")
-        else resolve_official(init, args.weights_dir)
-    )
+    if as_file.suffix.lower() in CHECKPOINT_SUFFIXES:
+        if not as_file.is_file():
+            raise ConfigError(f"--init {init}: no such file")
+        path = as_file
+    else:
+        path = resolve_official(init, args.weights_dir)
     start = read_start(path, args.arch)
     model, new = build_model(start, args.arch, labels, recipe.seed)
     kept = [label for label in labels if label not in new]

@@ -31,6 +31,8 @@ from edgepipe.train.schedule import learning_rate
 
 log = logging.getLogger(__name__)
 
+MAIN_TERMS = ("qfl", "giou", "dfl")
+
 
 @dataclass(frozen=True, slots=True)
 class StepReport:
@@ -105,7 +107,7 @@ def run(
         if recipe.freeze_bn_stats:
             freeze_batchnorm_statistics(model)
         sums: dict[str, float] = {}
-        guide_with_aux = not (job.info.agm_is_new and epoch < recipe.agm_warmup_epochs)
+        guide_with_aux = agm_guides(recipe, job.info.agm_is_new, state.history)
         for index, batch in enumerate(_batches(job.train_set, recipe, size, epoch), start=1):
             lr = learning_rate(recipe, epoch, state.step, warmup)
             for group in optimizer.param_groups:
@@ -126,7 +128,8 @@ def run(
         if best and scores is not None:
             state.best_map = scores.map
         means = {k: v / batches for k, v in sums.items()}
-        state.history.append({"epoch": float(epoch + 1), **means, **(scores.as_dict() if scores else {})})
+        state.history.append({"epoch": float(epoch + 1), "agm_guided": float(guide_with_aux), "lr": lr, **means,
+                              **(scores.as_dict() if scores else {})})  # fmt: skip
         state.model, state.ema, state.optimizer = model.state_dict(), ema.state_dict(), optimizer.state_dict()
         checkpoint.save(job.out_dir / checkpoint.LAST, job.info, state, model.spec.reg_max)
         if best:
@@ -136,6 +139,16 @@ def run(
     best_path = job.out_dir / checkpoint.BEST
     return TrainResult(job.out_dir / checkpoint.LAST, best_path if best_path.is_file() else None,
                        state.best_map, state.history)  # fmt: skip
+
+
+def agm_guides(recipe: Recipe, agm_is_new: bool, history: list[dict[str, float]]) -> bool:
+    """Whether the AGM's predictions guide the assigner this epoch (see Recipe.assign_guide)."""
+    if recipe.assign_guide == "agm":
+        return True
+    if not history:
+        return not agm_is_new
+    last = history[-1]
+    return sum(last[f"aux_{k}"] for k in MAIN_TERMS) < sum(last[k] for k in MAIN_TERMS)
 
 
 def evaluate(model: TrainingModel, dataset: DetectionSet, size: int, device: torch.device) -> Scores:
@@ -199,4 +212,4 @@ def _step(
     loss.backward()  # type: ignore[no-untyped-call]
     torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
     optimizer.step()
-    return float(loss), terms
+    return loss.item(), terms
