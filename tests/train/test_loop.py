@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,15 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(v, b[k]) for k, v in a.items())
 
 
-def test_same_seed_same_weights(official: StartWeights, images: DetectionSet, tmp_path: Path) -> None:
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_same_seed_same_weights(official: StartWeights, images: DetectionSet, tmp_path: Path) -> None:
     a = _train(official, images, tmp_path / "a", seed=0).state_dict()
     b = _train(official, images, tmp_path / "b", seed=0).state_dict()
     c = _train(official, images, tmp_path / "c", seed=1).state_dict()
@@ -66,7 +74,6 @@ def _stop_after_first_epoch(report: loop.EpochReport) -> None:
 def test_an_interrupted_run_resumes_exactly(
     official: StartWeights, images: DetectionSet, tmp_path: Path
 ) -> None:
-    torch.set_num_threads(1)
     straight = _train(official, images, tmp_path / "straight", seed=0)
     with pytest.raises(Interrupt):
         _train(official, images, tmp_path / "cut", seed=0, on_epoch=_stop_after_first_epoch)

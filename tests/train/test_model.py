@@ -82,7 +82,7 @@ def test_aux_head_starts_as_the_official_initialisation() -> None:
     head.reset_parameters(torch.Generator().manual_seed(0))
     assert torch.all(head.gfl_cls.bias == class_bias()) and abs(class_bias() + 4.595) < 1e-3
     assert float(head.cls_convs[0].conv.weight.detach().std()) == pytest.approx(0.01, rel=0.05)
-    assert torch.all(head.gfl_reg.bias == 0) and float(head.scales[0].scale) == 1.0
+    assert torch.all(head.gfl_reg.bias == 0) and float(head.scales[0].scale.detach()) == 1.0
 
 
 def test_frozen_batchnorm_keeps_its_statistics_while_training() -> None:

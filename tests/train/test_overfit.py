@@ -1,12 +1,14 @@
 """Overfit check: the whole training loop (assigner, losses, AGM, EMA, schedule) learns 8 real images.
 
 Official COCO weights at 320, person only, no augmentation: AP50 on those 8 images must rise from the
-start model's to at least 0.9. 32 steps of 4 images; about 45 s on the 2-core test machine when it is
-idle, under 2 minutes when another job shares it (measured, not asserted).
+start model's (0.718) to at least 0.9 (0.925 here). 28 steps of 4 images on one thread: 51-55 s on the
+shared 2-core test machine with other jobs on it (load 2-4), 139 s with a 2-thread CPU burner added
+(load 5). Measured, not asserted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,16 @@ pytestmark = pytest.mark.slow
 ARCH, SIZE, LABELS = "nanodet-plus-m", 320, ("person",)
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread: a second buys little on a shared 2-core machine and spins when it is busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_eight_images_are_learnt_to_ap50_090(shared_data: Path, shared_models: Path, tmp_path: Path) -> None:
     person = load_coco(shared_data / "coco", list(LABELS))
     images = person.subset(
@@ -36,7 +48,10 @@ def test_eight_images_are_learnt_to_ap50_090(shared_data: Path, shared_models: P
     assert new == ()  # the person outputs of the official model are kept
     cpu = torch.device("cpu")
     before = loop.evaluate(model, images, SIZE, cpu)
-    recipe = Recipe(epochs=16, batch=4, lr=5e-4, warmup_steps=4, warmup_max_share=1.0, augment=False)
+    # constant lr after a 4-step warm-up (eta_min = lr): fewest steps to fit, the test is about learning
+    recipe = Recipe(
+        epochs=14, batch=4, lr=5e-4, eta_min=5e-4, warmup_steps=4, warmup_max_share=1.0, augment=False
+    )
     job = loop.Run(
         RunInfo(ARCH, SIZE, LABELS, recipe, "official 320", agm_is_new=True), images, None, tmp_path, cpu
     )
@@ -46,5 +61,6 @@ def test_eight_images_are_learnt_to_ap50_090(shared_data: Path, shared_models: P
     after = loop.evaluate(trained, images, SIZE, cpu)
     losses = [row["loss"] for row in result.history]
     assert losses[-1] < 0.5 * losses[0]
+    print(f"AP50 {before.ap50:.3f} -> {after.ap50:.3f}, mAP {before.map:.3f} -> {after.map:.3f}")
     assert before.ap50 < 0.8 and after.ap50 >= 0.9, (before.ap50, after.ap50)
     assert after.map > before.map + 0.2
