@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,26 +19,13 @@ from torch import Tensor
 from edgepipe.detect.nanodet import NanoDetDecoder
 from edgepipe.train.augment import resized
 from edgepipe.train.dataset import DetectionSet
+from edgepipe.train.reports import Scores
 from edgepipe.types import Detections
 
 SCORE_THRESHOLD = 0.05  # NanoDetPlusHead.get_bboxes
 NMS_IOU = 0.6
 MAX_DETECTIONS = 100
 BATCH = 8
-
-
-@dataclass(frozen=True, slots=True)
-class Scores:
-    """COCO box metrics: mAP@[0.5:0.95], AP50, and AP / AP50 of each class (by label)."""
-
-    map: float
-    ap50: float
-    per_class_ap: dict[str, float]
-    per_class_ap50: dict[str, float]
-
-    def as_dict(self) -> dict[str, float]:
-        return {"mAP": self.map, "AP50": self.ap50,
-                **{f"AP/{k}": v for k, v in self.per_class_ap.items()}}  # fmt: skip
 
 
 @torch.no_grad()

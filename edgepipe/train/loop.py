@@ -24,37 +24,15 @@ from edgepipe.train.checkpoint import RunInfo, TrainingState
 from edgepipe.train.criterion import Criterion
 from edgepipe.train.dataset import DetectionSet, Sample
 from edgepipe.train.ema import ExpMovingAverage
-from edgepipe.train.evaluate import Scores, coco_scores, predict
+from edgepipe.train.evaluate import coco_scores, predict
 from edgepipe.train.model import TrainingModel, freeze_batchnorm_statistics
 from edgepipe.train.recipe import Recipe
+from edgepipe.train.reports import EpochReport, Scores, StepReport
 from edgepipe.train.schedule import learning_rate
 
 log = logging.getLogger(__name__)
 
 MAIN_TERMS = ("qfl", "giou", "dfl")
-
-
-@dataclass(frozen=True, slots=True)
-class StepReport:
-    epoch: int  # 0-based
-    batch: int  # 1-based within the epoch
-    batches: int  # per epoch
-    step: int  # optimiser steps done in the whole run
-    total_steps: int
-    lr: float
-    loss: float
-    terms: dict[str, float]
-    elapsed_s: float  # since this process started training
-    steps_this_process: int
-
-
-@dataclass(frozen=True, slots=True)
-class EpochReport:
-    epoch: int  # 0-based
-    loss: dict[str, float]  # mean of each term over the epoch, and "loss"
-    scores: Scores | None  # EMA model on the validation set
-    best: bool
-    seconds: float
 
 
 @dataclass(slots=True)

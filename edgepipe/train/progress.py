@@ -10,8 +10,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from edgepipe.train.evaluate import Scores
-    from edgepipe.train.loop import EpochReport, StepReport
+    from edgepipe.train.reports import EpochReport, Scores, StepReport
 
 BAR_WIDTH = 20
 REDRAW_S = 0.2

@@ -14,6 +14,7 @@ from edgepipe.train.checkpoint import RunInfo  # noqa: E402
 from edgepipe.train.dataset import DetectionSet, load_coco  # noqa: E402
 from edgepipe.train.model import TrainingModel  # noqa: E402
 from edgepipe.train.recipe import Recipe  # noqa: E402
+from edgepipe.train.reports import EpochReport  # noqa: E402
 from edgepipe.train.start import StartWeights, build_model, read_start  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains (briefly) with torch
@@ -67,7 +68,7 @@ class Interrupt(Exception):
     pass
 
 
-def _stop_after_first_epoch(report: loop.EpochReport) -> None:
+def _stop_after_first_epoch(report: EpochReport) -> None:
     raise Interrupt
 
 
