@@ -1,4 +1,4 @@
-"""Command line: `edgepipe run|check|detect|track|bench|models|export`; parses and dispatches.
+"""Command line: `edgepipe run|check|eval|detect|track|bench|models|export|train`; parses and dispatches.
 
 Each subcommand lives in edgepipe/commands/<name>.py. An EdgepipeError becomes one
 `edgepipe: error: ...` line on stderr and exit status 2 (configuration) or 1 (anything else);

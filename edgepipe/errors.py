@@ -50,3 +50,7 @@ _URL_PASSWORD = re.compile(r"(//[^:/@\s]+):[^@/\s]*@")
 def mask_secrets(text: str) -> str:
     """`text` with the password of every URL in it replaced by ***, for logs and messages."""
     return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
+class DatasetError(ConfigError):
+    """A training data set is wrong (missing image, box outside its image, unknown category ...)."""

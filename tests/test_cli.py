@@ -22,7 +22,7 @@ def edgepipe(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command() -> None:
     result = edgepipe("--help")
     assert result.returncode == 0
-    for command in ("run", "check", "detect", "track", "bench", "models", "export"):
+    for command in ("run", "check", "eval", "detect", "track", "bench", "models", "export", "train"):
         assert f"    {command} " in result.stdout
 
 

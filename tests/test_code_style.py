@@ -28,7 +28,7 @@ def test_installed_code_assumes_no_checkout() -> None:
     repository-relative models folder (an installed edgepipe has no checkout around it)."""
     import re
 
-    pattern = re.compile(r"shared|parents\[\d\]|\.\./")
+    pattern = re.compile(r"shared/|parents\[\d\]|\.\./")
     found = [
         f"{path.relative_to(REPO)}:{number}: {line.strip()}"
         for path in sorted((REPO / "edgepipe").rglob("*"))

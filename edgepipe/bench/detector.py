@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +28,6 @@ from edgepipe.sources import FileSource, read_image
 from edgepipe.types import Frame
 
 # The official NanoDet evaluation: score > 0.05, class-aware NMS 0.6, at most 100 boxes per image.
-COCO_SCORE, COCO_NMS_IOU, COCO_MAX_DETECTIONS = 0.05, 0.6, 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +141,8 @@ def coco_eval(model: Path, coco_dir: Path, *, pool: ModelPool, precision: str) -
     import io
 
     from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+
+    from edgepipe.evaluate import coco
 
     annotations = coco_dir / "annotations" / "instances_val2017.json"
     images_dir = coco_dir / "val2017"
@@ -152,8 +151,8 @@ def coco_eval(model: Path, coco_dir: Path, *, pool: ModelPool, precision: str) -
     with contextlib.redirect_stdout(io.StringIO()):
         truth = COCO(str(annotations))
     category_ids = sorted(truth.getCatIds())  # model class i is the i-th COCO category id
-    settings = DetectorConfig(model=model, precision=precision, threshold=COCO_SCORE, nms_iou=COCO_NMS_IOU,
-                              max_detections=COCO_MAX_DETECTIONS)  # fmt: skip
+    settings = DetectorConfig(model=model, precision=precision, threshold=coco.SCORE_THRESHOLD,
+                              nms_iou=coco.NMS_IOU, max_detections=coco.MAX_DETECTIONS)  # fmt: skip
     detector = Detector(settings, pool=pool, multi_label=True)
     if len(detector.labels) != len(category_ids):
         raise ConfigError(f"{model}: {len(detector.labels)} classes, COCO has {len(category_ids)}")
@@ -176,11 +175,7 @@ def coco_eval(model: Path, coco_dir: Path, *, pool: ModelPool, precision: str) -
             )
     if not results:
         return {"mAP": 0.0, "AP50": 0.0, "images": float(len(image_ids))}
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluation = COCOeval(truth, truth.loadRes(json.loads(json.dumps(results))), "bbox")
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
+    evaluation = coco.bbox_evaluation(truth, results)
     return {
         "mAP": float(evaluation.stats[0]),
         "AP50": float(evaluation.stats[1]),

@@ -1,4 +1,4 @@
-"""`edgepipe bench tracker|detector`: speed as ratios against a baseline measured in the same run."""
+"""`edgepipe bench tracker|detector|train`: speed as ratios against a baseline measured in the same run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "bench", help="benchmarks: speed as ratios against a baseline measured in the same run"
     )
-    what = p.add_subparsers(dest="bench_target", required=True, metavar="{tracker,detector}")
+    what = p.add_subparsers(dest="bench_target", required=True, metavar="{tracker,detector,train}")
 
     tracker = what.add_parser(
         "tracker", help="SORT on MOT sequences: MOTA/IDF1 and speed against a PyPI SORT"
@@ -43,6 +43,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     detector.add_argument("--no-speed", action="store_true", help="skip the speed runs (with --coco)")
     detector.set_defaults(handler=bench_detector)
 
+    from edgepipe.bench.train import add_arguments as add_train_arguments
+
+    train = what.add_parser("train", help="fine-tune on COCO images, person AP against the official weights")
+    add_train_arguments(train)
+    train.set_defaults(handler=bench_train)
+
 
 def bench_tracker(args: argparse.Namespace) -> int:
     import json
@@ -69,3 +75,9 @@ def bench_detector(args: argparse.Namespace) -> int:
     from edgepipe.bench.detector import bench_command
 
     return bench_command(args)
+
+
+def bench_train(args: argparse.Namespace) -> int:
+    from edgepipe.bench.train import run
+
+    return run(args)

@@ -24,11 +24,16 @@ TRAINING_ONLY = ("aux_fpn.", "aux_head.")  # NanoDet-Plus AGM, unused at inferen
 PROJECT_BUFFERS = ("head.distribution_project.project", "head.project")
 
 
-def read_state_dict(path: Path) -> tuple[dict[str, Tensor], str]:
-    """The raw tensors of a checkpoint and which part was taken (`avg_model`, `model`, `state_dict`)."""
+def read_checkpoint(path: Path) -> Any:
+    """The whole checkpoint object (Lightning dict, `.pth` dict or bare state dict), loaded safely."""
     if not path.is_file():
         raise ModelError(f"checkpoint {path} does not exist: check --checkpoint")
-    raw = _torch_load(path)
+    return _torch_load(path)
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, Tensor], str]:
+    """The raw tensors of a checkpoint and which part was taken (`avg_model`, `model`, `state_dict`)."""
+    raw = read_checkpoint(path)
     if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
         raw = raw["state_dict"]
     if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
