@@ -61,8 +61,8 @@ def test_check_accepts_the_bundled_pipelines() -> None:
     result = edgepipe("check", "pipelines/demo.yml", "pipelines/door.yml")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "pipelines/demo.yml: ok (demo: 2 rules, model nanodet-plus-m_416_fp16.xml)",
-        "pipelines/door.yml: ok (door: 3 rules, model nanodet-plus-m_416_fp16.xml)",
+        "pipelines/demo.yml: ok (demo: 2 rules, model nanodet-plus-m_416_fp16.xml, 480x360 frames)",
+        "pipelines/door.yml: ok (door: 3 rules, model nanodet-plus-m_416_fp16.xml, 768x432 frames)",
     ]
 
 

@@ -5,6 +5,16 @@ Modules import what they need inside `main`, so `edgepipe --help` is instant.
 
 from __future__ import annotations
 
-from edgepipe.commands import bench, check, detect, eval, export, models, run, track
+from edgepipe.commands import bench, check, detect, eval, export, models, run, snapshot, track
 
-ALL = (run, check, eval, detect, track, bench, models, export)  # in the order `edgepipe --help` lists them
+ALL = (
+    run,
+    check,
+    snapshot,
+    eval,
+    detect,
+    track,
+    bench,
+    models,
+    export,
+)  # in the order `edgepipe --help` lists them

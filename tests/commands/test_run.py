@@ -90,6 +90,4 @@ def test_tracks_is_for_one_pipeline(tmp_path: Path, shared_data: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert result.stderr == (
-        "edgepipe: error: --source and --tracks are for one pipeline; give exactly one PIPELINE.yml\n"
-    )
+    assert result.stderr == ("edgepipe: error: --tracks is for one pipeline; give exactly one PIPELINE.yml\n")
