@@ -330,7 +330,7 @@ def draw_tracks(
         color = palette_color(track_id)
         trail = trails.get(track_id)
         if trail is not None and len(trail) > 1:
-            cv2.polylines(canvas, [trail], False, color, max(1, thickness - 1), cv2.LINE_AA)
+            cv2.polylines(canvas, [trail], False, color, max(1, thickness - 1), cv2.LINE_8)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
         _box_label(canvas, f"#{track_id} {_label(labels, class_id)}", (x1, y1), color)
 

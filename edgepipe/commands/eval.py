@@ -32,6 +32,7 @@ from edgepipe.types import Event, Tracks
 
 if TYPE_CHECKING:
     from edgepipe.config import PipelineConfig
+    from edgepipe.rules import Rules
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,14 +75,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def main(args: argparse.Namespace) -> int:
     # config (pydantic) and pipeline (OpenVINO) are imported here, not for `edgepipe --help`
     from edgepipe.config import load_pipeline
-    from edgepipe.pipeline import build_rules
 
     cfg = load_pipeline(args.pipeline)
     _check_options(args)
     gt_path = Path(args.gt)
     truth_tracks = read_trajectories(gt_path, ground_truth=True)
     cfg, counted, tracks, labels, fps = _counted(args, cfg, gt_path)
-    truth_rules = build_rules(cfg, labels, link=False)  # gt ids are true identities
+    truth_rules = placed_rules(cfg, labels, gt_path, link=False)  # gt ids are true identities
     truth = _rule_events(run_rules(truth_rules, _as_people(truth_tracks, labels), fps))
     rule_types = {rule.name: rule.type for rule in cfg.rules}
     frames = max(truth_tracks, default=0)
@@ -106,7 +106,6 @@ def _counted(
     """The events to score, from saved events, saved tracks (the rules run on them) or a fresh run;
     also the pipeline as run, its tracks if known, the model's labels and the frame rate."""
     from edgepipe.config import source_from_argument
-    from edgepipe.pipeline import build_rules
 
     if args.events is None and args.tracks is None:
         if args.source is not None:
@@ -119,7 +118,7 @@ def _counted(
     if args.events is not None:
         return cfg, read_events(args.events, cfg.name), saved, labels, fps
     assert saved is not None
-    counted = _rule_events(run_rules(build_rules(cfg, labels), _as_people(saved, labels), fps))
+    counted = _rule_events(run_rules(placed_rules(cfg, labels, gt_path), _as_people(saved, labels), fps))
     return cfg, counted, saved, labels, fps
 
 
@@ -184,6 +183,37 @@ def _as_people(frames: dict[int, Tracks], labels: Sequence[str]) -> dict[int, Tr
         f: Tracks(t.xyxy, t.score, np.full(len(t), person, np.int32), t.track_id, t.detection_index, t.ended)
         for f, t in frames.items()
     }
+
+
+def placed_rules(cfg: PipelineConfig, labels: Sequence[str], gt_path: Path, *, link: bool = True) -> Rules:
+    """The pipeline's rules placed on the sequence's frame size (relative points become pixels, a
+    rule outside the frame is an error): seqinfo.ini's imWidth/imHeight, else the pipeline's video's."""
+    from edgepipe.config import FileSourceConfig
+    from edgepipe.pipeline import build_rules
+    from edgepipe.sources import FileSource
+
+    rules = build_rules(cfg, labels, link=link)
+    frame_hw = _sequence_frame_size(gt_path)
+    if frame_hw is None and isinstance(cfg.source, FileSourceConfig):
+        frame_hw = FileSource(cfg.source).frame_size()
+    if frame_hw is not None:
+        rules.place(frame_hw)
+    elif any(rule.units == "relative" for rule in cfg.rules):
+        raise EdgepipeError(
+            f"rules in relative units need the frame size: no imWidth/imHeight in a seqinfo.ini beside "
+            f"{gt_path.parent} and no video source to read it from"
+        )
+    return rules
+
+
+def _sequence_frame_size(gt_path: Path) -> tuple[int, int] | None:
+    """(imHeight, imWidth) of the seqinfo.ini beside the gt folder, if it says."""
+    info = configparser.ConfigParser()
+    try:
+        info.read(gt_path.resolve().parent.parent / "seqinfo.ini")
+        return int(info["Sequence"]["imHeight"]), int(info["Sequence"]["imWidth"])
+    except (configparser.Error, KeyError, ValueError):
+        return None
 
 
 def _frame_rate(option: float | None, gt_path: Path, source_fps: float | None) -> float:
