@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 BOUNDARY = "edgepipe-frame"
 STREAM_WAIT_S = 1.0  # a stream re-checks shutdown at least this often while no new frame comes
 SOCKET_TIMEOUT_S = 30.0  # a client that takes no data for this long is dropped (its thread ends)
+SHUTDOWN_POLL_S = 0.1  # how soon the accepting thread notices close()
 
 
 class WebServer:
@@ -78,7 +79,9 @@ class WebServer:
             ) from None
         server.daemon_threads = True  # a stream still open at exit does not hold the process
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="edgepipe-http", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(SHUTDOWN_POLL_S,), name="edgepipe-http", daemon=True
+        )
         self._thread.start()
         auth = "token required" if self._token is not None else "no token (loopback only)"
         log.info("http: serving %s on %s (%s)", ", ".join(self.views), self.url, auth)

@@ -120,11 +120,13 @@ class LiveView:
         deadline = self._clock() + timeout_s
         while True:
             wait_s = self._refresh()
+            seen = self.seen()
             with self._encode_lock:
                 if self._jpeg is not None and self._jpeg_seq > newer_than:
                     return self._jpeg_seq, self._jpeg
+                drawn_last = seen.key() == self._jpeg_key
             left_s = deadline - self._clock()
-            if left_s <= 0 or (wait_s is None and self.seen().stopped):
+            if left_s <= 0 or (seen.stopped and drawn_last):
                 return None
             time.sleep(min(wait_s if wait_s is not None else POLL_S, left_s))
 
