@@ -125,11 +125,12 @@ def annotate(
     recent: Sequence[Tracks] = (),
     status: str = "",
 ) -> NDArray[np.uint8]:
-    """A new image of the frame with the rules (and their counts), the tracks with ids and trails,
-    and a status line: what `run --annotate` writes and the live page shows."""
+    """A new image of the frame with the tracks (ids and trails), the rules over them (with their
+    counts; a line stays visible where people walk over it) and a status line: what `run --annotate`
+    writes and the live page shows."""
     canvas: NDArray[np.uint8] = result.frame.image.copy()
-    draw_rules(canvas, scene.rules, counts)
     draw_tracks(canvas, result.tracks, scene.labels, recent)
+    draw_rules(canvas, scene.rules, counts)
     if status:
         draw_status(canvas, status)
     return canvas

@@ -1,14 +1,14 @@
 """The HTML page at `/`: every pipeline of the process with its live stream, counts and status.
 
 The counts and status are written into the page when it is served and refreshed once a second from
-/api/counts and /api/status by a few lines of script, so the page reads right without script too.
+/api/live by a few lines of script, so the page reads right without script too.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from edgepipe.types import Counts, totals
 
@@ -28,18 +28,15 @@ td, th { padding: 2px 10px 2px 0; text-align: left; }
 _SCRIPT = """
 async function refresh() {
   try {
-    const [counts, status] = await Promise.all(
-      ["api/counts", "api/status"].map(url => fetch(url, {cache: "no-store"}).then(r => r.json())));
-    for (const [pipeline, rules] of Object.entries(counts)) {
-      for (const [rule, values] of Object.entries(rules || {})) {
+    const live = await fetch("api/live", {cache: "no-store"}).then(r => r.json());
+    for (const [pipeline, payload] of Object.entries(live)) {
+      for (const [rule, values] of Object.entries(payload.counts || {})) {
         for (const [key, value] of Object.entries(values)) {
           const cell = document.querySelector(
             `[data-pipeline="${pipeline}"] [data-rule="${rule}"] [data-key="${key}"]`);
           if (cell && typeof value === "number") cell.textContent = value;
         }
       }
-    }
-    for (const [pipeline, payload] of Object.entries(status)) {
       const line = document.querySelector(`[data-pipeline="${pipeline}"] .status`);
       if (line) line.textContent = statusLine(payload);
     }
@@ -50,7 +47,7 @@ async function refresh() {
 function statusLine(payload) {
   const parts = [payload.state];
   if (payload.source_state) parts.push(`source ${payload.source_state}`);
-  if (payload.fps !== undefined) parts.push(`${payload.fps.toFixed(1)} fps`);
+  if (typeof payload.fps === "number") parts.push(`${payload.fps.toFixed(1)} fps`);
   if (payload.frames !== undefined) parts.push(`${payload.frames} frames`);
   if (payload.dropped_frames !== undefined) parts.push(`${payload.dropped_frames} dropped`);
   return parts.join(" · ");
@@ -60,7 +57,7 @@ setInterval(refresh, REFRESH_MS);
 
 
 def status_line(payload: Mapping[str, object]) -> str:
-    """The status payload in a few words (the script writes the same)."""
+    """A pipeline's live state in a few words (the script writes the same)."""
     parts = [str(payload.get("state", "unknown"))]
     if "source_state" in payload:
         parts.append(f"source {payload['source_state']}")
@@ -86,16 +83,17 @@ def _counts_table(counts: Counts | None) -> str:
     return f"<table>{''.join(rows)}</table>"
 
 
-def render_page(pipelines: Sequence[tuple[str, Counts | None, Mapping[str, object]]]) -> str:
-    """The page for (name, counts, status payload) of each pipeline."""
+def render_page(pipelines: Mapping[str, Mapping[str, object]]) -> str:
+    """The page for each pipeline's live state (LiveView.live: state, frames, fps, ..., counts)."""
     sections = []
-    for name, counts, status in pipelines:
+    for name, live in pipelines.items():
         escaped = html.escape(name)
+        counts = live.get("counts")
         sections.append(
             f'<section data-pipeline="{escaped}"><h2>{escaped}</h2>'
-            f'<div class="status">{html.escape(status_line(status))}</div>'
+            f'<div class="status">{html.escape(status_line(live))}</div>'
             f'<img src="{escaped}/stream.mjpg" alt="{escaped}, live">'
-            f"{_counts_table(counts)}</section>"
+            f"{_counts_table(counts if isinstance(counts, dict) else None)}</section>"
         )
     script = _SCRIPT.replace("REFRESH_MS", json.dumps(REFRESH_MS))
     return (

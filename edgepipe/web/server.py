@@ -146,9 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         if path == "/":
-            page = render_page(
-                [(name, view.seen().counts, view.status_payload()) for name, view in self.app.views.items()]
-            )
+            page = render_page({name: view.live() for name, view in self.app.views.items()})
             self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
         elif path == "/metrics":
             self._send(HTTPStatus.OK, self.app.prometheus.exposition(), CONTENT_TYPE_LATEST)
@@ -158,6 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.OK, {name: view.status_payload() for name, view in self.app.views.items()})
         elif path == "/api/counts":
             self._json(HTTPStatus.OK, {name: view.seen().counts for name, view in self.app.views.items()})
+        elif path == "/api/live":
+            self._json(HTTPStatus.OK, {name: view.live() for name, view in self.app.views.items()})
         else:
             name, _, what = path.strip("/").partition("/")
             view = self.app.views.get(name)

@@ -73,8 +73,7 @@ class LiveView:
         self._jpeg_seq = 0  # bumped with each new JPEG; streams send the ones above what they sent
         self._jpeg_key: tuple[int, int] | None = None  # what the JPEG shows (Seen.key)
         self._encoded_at = -math.inf
-        self._fps_sample: tuple[float, int] | None = None  # (beat time, frames) the fps is measured from
-        self._fps: float | None = None
+        self._fps = _RateMeter()
         self.encoded = 0  # JPEGs made so far (the benchmark and tests read it)
 
     # ------------------------------------------------------------ the loop's side (pipeline.Watcher)
@@ -155,19 +154,8 @@ class LiveView:
             return self.interval_s
 
     def _draw(self, seen: Seen, result: FrameResult, scene: Scene) -> NDArray[np.uint8]:
-        status = status_text(self.pipeline, self._measure_fps(seen.beat), result)
+        status = status_text(self.pipeline, self._fps.update(seen.beat), result)
         return annotate(result, scene, seen.counts, recent=seen.recent, status=status)
-
-    def _measure_fps(self, beat: Beat | None) -> float | None:
-        """Frames per second between two heartbeats at least FPS_WINDOW_S apart (caller holds _encode_lock)."""
-        if beat is None:
-            return self._fps
-        if self._fps_sample is None or beat.frames < self._fps_sample[1]:
-            self._fps_sample = (beat.at_s, beat.frames)
-        elif beat.at_s - self._fps_sample[0] >= FPS_WINDOW_S:
-            self._fps = (beat.frames - self._fps_sample[1]) / (beat.at_s - self._fps_sample[0])
-            self._fps_sample = (beat.at_s, beat.frames)
-        return self._fps
 
     # ------------------------------------------------------------ what the endpoints report
     def health(self, alive_timeout_s: float) -> str | None:
@@ -183,6 +171,23 @@ class LiveView:
         if seen.beat.source.state != "connected":
             return f"source {seen.beat.source.state}"
         return None
+
+    def live(self) -> dict[str, object]:
+        """What the page shows, as of the last heartbeat: state, frames, fps (measured here from the
+        heartbeats), source state, dropped frames, and the counts."""
+        seen = self.seen()
+        beat = seen.beat
+        state = "offline" if seen.stopped else "starting" if beat is None else "online"
+        live: dict[str, object] = {"state": state, "counts": seen.counts}
+        if beat is not None:
+            fps = self._fps.update(beat)
+            live.update(
+                frames=beat.frames,
+                fps=None if fps is None else round(fps, 1),
+                source_state=beat.source.state,
+                dropped_frames=beat.source.dropped_frames,
+            )
+        return live
 
     def status_payload(self) -> dict[str, object]:
         """The status as on the MQTT status topic: state, pipeline, ts and, online, the loop's stats."""
@@ -201,3 +206,24 @@ class LiveView:
         """The source's counters for /metrics, as of the last heartbeat."""
         beat = self.seen().beat
         return None if beat is None else LoopReading(self.pipeline, beat.source, beat.outbox_depth)
+
+
+class _RateMeter:
+    """Frames per second between heartbeats at least FPS_WINDOW_S apart, for whoever asks (the
+    pictures, the page): updated from the heartbeats the readers see, not on the loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sample: tuple[float, int] | None = None  # (beat time, frames) measured from
+        self._fps: float | None = None
+
+    def update(self, beat: Beat | None) -> float | None:
+        with self._lock:
+            if beat is None:
+                return self._fps
+            if self._sample is None or beat.frames < self._sample[1]:
+                self._sample = (beat.at_s, beat.frames)
+            elif beat.at_s - self._sample[0] >= FPS_WINDOW_S:
+                self._fps = (beat.frames - self._sample[1]) / (beat.at_s - self._sample[0])
+                self._sample = (beat.at_s, beat.frames)
+            return self._fps
