@@ -7,7 +7,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -29,6 +32,7 @@ from edgepipe.sources import SourceStats
 from edgepipe.types import Detections, Frame, FrameResult, Tracks
 from edgepipe.web import Web, process_settings
 from edgepipe.web.view import LiveView
+from tests.fixtures.rtsp import RtspServer
 from tests.fixtures.scripted import FRAMES, scripted_pipeline, write_frames
 from tests.waiting import wait_until
 
@@ -337,3 +341,52 @@ def test_one_http_section_for_the_process(tmp_path: Path) -> None:
         f"{other[0]}: http: differs from {with_http[0]}'s; one server serves every pipeline of a process, "
         "so give the section in one file only, or the same in each"
     )
+
+
+def test_healthz_follows_a_camera_that_goes_away_and_comes_back(
+    tmp_path: Path, rtsp_server_fn: RtspServer
+) -> None:
+    """`edgepipe run --http` on the RTSP test server: /healthz is 200 while frames come, 503 with the
+    reason once the server is killed, 200 again after it restarts; /metrics counts the reconnect."""
+    from tests.fixtures.rtsp import free_port
+
+    model = Path(__file__).resolve().parents[2] / "models" / "nanodet-plus-m_320_fp16.xml"
+    config = tmp_path / "camera.yml"
+    config.write_text(
+        f"name: camera\nsource:\n  type: rtsp\n  url: {rtsp_server_fn.url}\n  open_timeout_s: 5\n"
+        f"  read_timeout_s: 2\n  reconnect_initial_s: 0.2\n  reconnect_max_s: 1\n"
+        f"detector:\n  model: {model}\n  classes: [person]\nhttp:\n  port: {free_port()}\n"
+    )
+    port = load_pipeline(config).http.port  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgepipe", "run", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def health() -> tuple[int, dict[str, object]]:
+        try:
+            status, _, body = get(url + "healthz", timeout_s=5)
+        except OSError:  # not listening yet
+            return 0, {}
+        return status, json.loads(body)
+
+    try:
+        assert wait_until(lambda: health()[0] == 200, 60), health()
+        assert health()[1] == {"status": "ok", "pipelines": {"camera": "ok"}}
+        rtsp_server_fn.kill()
+        assert wait_until(lambda: health()[0] == 503, 30), health()
+        status, body = health()
+        assert status == 503 and body["status"] == "unhealthy"
+        assert body["reason"] in ("camera: source reconnecting", "camera: source failed"), body
+        rtsp_server_fn.start()
+        assert wait_until(lambda: health()[0] == 200, 60), health()
+        families = {f.name: f for f in text_string_to_metric_families(get(url + "metrics")[2].decode())}
+        reconnects = families["edgepipe_source_reconnects"].samples[0].value
+        assert reconnects >= 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
