@@ -232,12 +232,15 @@ def draw_rules(canvas: NDArray[np.uint8], rules: Sequence[RuleShape], counts: Co
         for zone in zones:
             cv2.fillPoly(fill, [np.round(zone.polygon_xy).astype(np.int32)], ZONE_BGR)
         cv2.addWeighted(fill, ZONE_FILL_ALPHA, canvas, 1 - ZONE_FILL_ALPHA, 0, dst=canvas)
-    for rule in rules:
-        tally = totals(counts[rule.name]) if counts is not None and rule.name in counts else None
-        if isinstance(rule, ZoneShape):
-            _draw_zone(canvas, rule, tally)
-        else:
-            _draw_line(canvas, rule, tally)
+    for zone in zones:
+        _draw_zone(canvas, zone, _tally(counts, zone.name))
+    for line in rules:  # over the zones: a line along a zone's edge stays visible
+        if isinstance(line, LineShape):
+            _draw_line(canvas, line, _tally(counts, line.name))
+
+
+def _tally(counts: Counts | None, rule: str) -> Mapping[str, int] | None:
+    return totals(counts[rule]) if counts is not None and rule in counts else None
 
 
 def _draw_zone(canvas: NDArray[np.uint8], zone: ZoneShape, tally: Mapping[str, int] | None) -> None:

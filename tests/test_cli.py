@@ -22,7 +22,7 @@ def edgepipe(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command() -> None:
     result = edgepipe("--help")
     assert result.returncode == 0
-    for command in ("run", "check", "detect", "track", "bench", "models", "export"):
+    for command in ("run", "check", "snapshot", "eval", "detect", "track", "bench", "models", "export"):
         assert f"    {command} " in result.stdout
 
 
@@ -64,6 +64,26 @@ def test_check_accepts_the_bundled_pipelines() -> None:
         "pipelines/demo.yml: ok (demo: 2 rules, model nanodet-plus-m_416_fp16.xml, 480x360 frames)",
         "pipelines/door.yml: ok (door: 3 rules, model nanodet-plus-m_416_fp16.xml, 768x432 frames)",
     ]
+
+
+@pytest.mark.integration
+def test_check_finds_a_rule_outside_the_frame(tmp_path: Path) -> None:
+    """A line at y = 5000 on a 432-pixel video: a finding that names the frame size (with --no-source
+    the frame size is unknown and the file passes)."""
+    text = (REPO / "pipelines" / "door.yml").read_text()
+    text = text.replace("[[600, 300], [600, 432]]", "[[600, 300], [600, 5000]]")
+    text = text.replace("../../shared/", str(REPO.parent / "shared") + "/").replace(
+        "../models/", str(REPO / "models") + "/"
+    )
+    path = tmp_path / "door.yml"
+    path.write_text(text)
+    result = edgepipe("check", str(path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"edgepipe: error: {path}: rule 'exit': [600, 5000] is outside the 768x432 frame (x 0..768, y 0..432); "
+        "`edgepipe snapshot` draws the frame with a pixel grid\n"
+    )
+    assert edgepipe("check", "--no-source", str(path)).returncode == 0
 
 
 @pytest.mark.integration

@@ -12,11 +12,13 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.request import urlopen
 
 import cv2
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from prometheus_client.parser import text_string_to_metric_families
 
 from edgepipe.config import HttpConfig, load_pipeline
 from edgepipe.detect import ModelPool
@@ -225,3 +227,18 @@ def test_a_browser_sees_the_demo_with_its_line_and_counts(
         }
     )
     assert sum(final["junction"].values()) > 0  # people did use the zone in 15 s of the demo
+    # /metrics, read with prometheus-client's parser, counts the same events
+    with urlopen(url + "metrics", timeout=10) as response:
+        families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+    counted = {
+        (s.labels["rule"], s.labels["type"], s.labels["direction"]): s.value
+        for s in families["edgepipe_events"].samples
+        if s.name == "edgepipe_events_total"
+    }
+    in_file = Counter(
+        (e["rule"], e["type"], e.get("direction", ""))
+        for e in map(json.loads, events.read_text().splitlines())
+    )
+    assert counted == dict(in_file)
+    frames = families["edgepipe_frames"].samples[0]
+    assert frames.name == "edgepipe_frames_total" and frames.value == pipeline.stats.frames == 150
