@@ -1,4 +1,4 @@
-"""`edgepipe bench tracker|detector`: speed as ratios against a baseline measured in the same run."""
+"""`edgepipe bench tracker|detector|page`: speed as ratios against a baseline measured in the same run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "bench", help="benchmarks: speed as ratios against a baseline measured in the same run"
     )
-    what = p.add_subparsers(dest="bench_target", required=True, metavar="{tracker,detector}")
+    what = p.add_subparsers(dest="bench_target", required=True, metavar="{tracker,detector,page}")
 
     tracker = what.add_parser(
         "tracker", help="SORT on MOT sequences: MOTA/IDF1 and speed against a PyPI SORT"
@@ -43,6 +43,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     detector.add_argument("--no-speed", action="store_true", help="skip the speed runs (with --coco)")
     detector.set_defaults(handler=bench_detector)
 
+    page = what.add_parser(
+        "page", help="what watching costs: loop fps with the web server off, idle and with one live viewer"
+    )
+    page.add_argument("pipeline", metavar="PIPELINE.yml", help="a pipeline with a video file source")
+    page.add_argument("--frames", type=int, default=300, metavar="N", help="frames per round (300)")
+    page.add_argument("--rounds", type=int, default=3, metavar="N", help="rounds of the three modes (3)")
+    page.add_argument(
+        "--stream-fps",
+        type=float,
+        default=5.0,
+        metavar="F",
+        help="the viewer's picture rate, http.stream_fps (5)",
+    )
+    page.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    page.set_defaults(handler=bench_page)
+
 
 def bench_tracker(args: argparse.Namespace) -> int:
     import json
@@ -61,3 +77,24 @@ def bench_detector(args: argparse.Namespace) -> int:
     from edgepipe.bench.detector import bench_command
 
     return bench_command(args)
+
+
+def bench_page(args: argparse.Namespace) -> int:
+    import json
+
+    from edgepipe.bench.page import format_report, report, run_rounds
+    from edgepipe.config import HttpConfig, load_pipeline, settings_from_options
+
+    if args.frames < 10 or args.rounds < 1:
+        raise ConfigError(
+            f"--frames {args.frames} --rounds {args.rounds}: expected at least 10 frames and 1 round"
+        )
+    stream_fps = settings_from_options(
+        HttpConfig, {"stream_fps": args.stream_fps}, {"stream_fps": "--stream-fps"}
+    )
+    rounds = run_rounds(
+        load_pipeline(args.pipeline), frames=args.frames, rounds=args.rounds, stream_fps=stream_fps.stream_fps
+    )
+    summary = report(rounds, stream_fps.stream_fps)
+    print(json.dumps(summary, indent=2) if args.json else format_report(summary))
+    return 0
