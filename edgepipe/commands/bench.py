@@ -44,11 +44,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     detector.set_defaults(handler=bench_detector)
 
     page = what.add_parser(
-        "page", help="what watching costs: loop fps with the web server off, idle and with one live viewer"
+        "page",
+        help="what watching costs: loop fps with one live viewer vs none, and with the server vs without",
     )
     page.add_argument("pipeline", metavar="PIPELINE.yml", help="a pipeline with a video file source")
-    page.add_argument("--frames", type=int, default=300, metavar="N", help="frames per round (300)")
-    page.add_argument("--rounds", type=int, default=3, metavar="N", help="rounds of the three modes (3)")
+    page.add_argument("--pairs", type=int, default=10, metavar="N", help="idle/watched segment pairs (10)")
+    page.add_argument("--segment-frames", type=int, default=100, metavar="N", help="frames per segment (100)")
+    page.add_argument("--rounds", type=int, default=3, metavar="N", help="off/idle pairs of whole runs (3)")
+    page.add_argument("--frames", type=int, default=300, metavar="N", help="frames per whole run (300)")
     page.add_argument(
         "--stream-fps",
         type=float,
@@ -82,19 +85,24 @@ def bench_detector(args: argparse.Namespace) -> int:
 def bench_page(args: argparse.Namespace) -> int:
     import json
 
-    from edgepipe.bench.page import format_report, report, run_rounds
+    from edgepipe.bench.page import format_report, prepared, report, watched_segments, whole_runs
     from edgepipe.config import HttpConfig, load_pipeline, settings_from_options
+    from edgepipe.detect import ModelPool
 
-    if args.frames < 10 or args.rounds < 1:
-        raise ConfigError(
-            f"--frames {args.frames} --rounds {args.rounds}: expected at least 10 frames and 1 round"
-        )
-    stream_fps = settings_from_options(
-        HttpConfig, {"stream_fps": args.stream_fps}, {"stream_fps": "--stream-fps"}
+    for option, value, least in (
+        ("--pairs", args.pairs, 1),
+        ("--segment-frames", args.segment_frames, 10),
+        ("--rounds", args.rounds, 0),
+        ("--frames", args.frames, 10),
+    ):
+        if value < least:
+            raise ConfigError(f"{option} {value}: expected at least {least}")
+    http = settings_from_options(HttpConfig, {"stream_fps": args.stream_fps}, {"stream_fps": "--stream-fps"})
+    cfg, pool = prepared(load_pipeline(args.pipeline)), ModelPool()
+    segments = watched_segments(
+        cfg, pairs=args.pairs, segment_frames=args.segment_frames, stream_fps=http.stream_fps, pool=pool
     )
-    rounds = run_rounds(
-        load_pipeline(args.pipeline), frames=args.frames, rounds=args.rounds, stream_fps=stream_fps.stream_fps
-    )
-    summary = report(rounds, stream_fps.stream_fps)
+    runs = whole_runs(cfg, rounds=args.rounds, frames=args.frames, pool=pool)
+    summary = report(segments, runs, http.stream_fps)
     print(json.dumps(summary, indent=2) if args.json else format_report(summary))
     return 0

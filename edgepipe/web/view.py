@@ -75,6 +75,7 @@ class LiveView:
         self._encoded_at = -math.inf
         self._fps = _RateMeter()
         self.encoded = 0  # JPEGs made so far (the benchmark and tests read it)
+        self.encode_cpu_s = 0.0  # CPU time the threads that made them spent drawing and encoding
 
     # ------------------------------------------------------------ the loop's side (pipeline.Watcher)
     def started(self, scene: Scene) -> None:
@@ -146,7 +147,9 @@ class LiveView:
             seen = self.seen()
             if seen.result is None or seen.scene is None or seen.key() == self._jpeg_key:
                 return None
+            cpu_s = time.thread_time()
             self._jpeg = encode_jpeg(self._draw(seen, seen.result, seen.scene), self.jpeg_quality)
+            self.encode_cpu_s += time.thread_time() - cpu_s
             self._jpeg_seq += 1
             self._jpeg_key = seen.key()
             self._encoded_at = self._clock()
