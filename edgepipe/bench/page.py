@@ -201,6 +201,14 @@ def report(segments: list[Segment], runs: list[WholeRun], stream_fps: float) -> 
             "fps_ratio": [round(r, 3) for r in fps_ratios],
             "fps_ratio_median": round(statistics.median(fps_ratios), 3) if fps_ratios else None,
             "received_fps": round(received, 2),
+            "cpu_ms_per_frame": {
+                "idle": round(statistics.median(1000 * i.cpu_s / i.frames for i, _ in pairs), 2)
+                if pairs
+                else None,
+                "watched": round(statistics.median(1000 * w.cpu_s / w.frames for _, w in pairs), 2)
+                if pairs
+                else None,
+            },
             "picture_cpu_share": round(picture_cpu / process_cpu, 4) if process_cpu > 0 else None,
             "picture_cpu_ms": round(1000 * picture_cpu / max(sum(s.pictures for s in watched), 1), 2),
         },
@@ -231,7 +239,8 @@ def format_report(summary: dict[str, Any]) -> str:
             f"  watched fps  {', '.join(f'{v:.1f}' for v in watched['watched_fps'])}",
             f"  fps ratio    median {watched['fps_ratio_median']}, range {_span(watched['fps_ratio'])}",
             f"  the pictures took {watched['picture_cpu_ms']:.1f} ms CPU each, "
-            f"{100 * (watched['picture_cpu_share'] or 0):.2f} % of the process's CPU while watched",
+            f"{100 * (watched['picture_cpu_share'] or 0):.2f} % of the process's CPU while watched; CPU ms per "
+            f"frame idle {watched['cpu_ms_per_frame']['idle']}, watched {watched['cpu_ms_per_frame']['watched']}",
             f"idle/off: {len(idle['fps_ratio'])} pairs of whole runs, web server up but nobody watching vs no server",
             f"  off fps      {', '.join(f'{v:.1f}' for v in idle['off_fps'])}",
             f"  idle fps     {', '.join(f'{v:.1f}' for v in idle['idle_fps'])}",
