@@ -83,8 +83,8 @@ class WebServer:
             target=server.serve_forever, args=(SHUTDOWN_POLL_S,), name="edgepipe-http", daemon=True
         )
         self._thread.start()
-        auth = "token required" if self._token is not None else "no token (loopback only)"
-        log.info("http: serving %s on %s (%s)", ", ".join(self.views), self.url, auth)
+        auth = "a token required" if self._token is not None else "no token: loopback only"
+        log.info("http: serving %s on %s, %s", ", ".join(self.views), self.url, auth)
 
     def close(self) -> None:
         self.closing.set()
@@ -132,6 +132,7 @@ class _Ipv6Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     app: ClassVar[WebServer]
     server_version = "edgepipe"
+    sys_version = ""  # no Python version in the Server header
     timeout = SOCKET_TIMEOUT_S
     protocol_version = "HTTP/1.1"
 

@@ -25,7 +25,7 @@ from edgepipe.pipeline import Beat
 from edgepipe.types import Counts, FrameResult, Tracks, utc_iso
 
 POLL_S = 0.05  # how often a waiting stream looks for a new frame (a new frame does not wake it: the loop never signals)
-FPS_WINDOW_S = 1.0  # the fps on the picture is measured over at least this long
+FPS_WINDOW_S = 1.0  # the fps shown is measured over at least this long (and at most twice it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,7 @@ class Seen:
     counts_version: int  # bumped with each new counts dict
     beat: Beat | None
     stopped: bool
+    fps: float | None  # frames per second over the last one to two seconds of heartbeats
 
     def key(self) -> tuple[int, int] | None:
         """What a JPEG of this shows: its frame and counts (None before the first frame)."""
@@ -67,13 +68,14 @@ class LiveView:
         self._counts: Counts | None = None
         self._counts_version = 0
         self._beat: Beat | None = None
+        self._mark: Beat | None = None  # a heartbeat of a second or more ago, to measure fps from
+        self._older_mark: Beat | None = None
         self._stopped = False
         self._encode_lock = threading.Lock()
         self._jpeg: bytes | None = None
         self._jpeg_seq = 0  # bumped with each new JPEG; streams send the ones above what they sent
         self._jpeg_key: tuple[int, int] | None = None  # what the JPEG shows (Seen.key)
         self._encoded_at = -math.inf
-        self._fps = _RateMeter()
         self.encoded = 0  # JPEGs made so far (the benchmark and tests read it)
         self.encode_cpu_s = 0.0  # CPU time the threads that made them spent drawing and encoding
 
@@ -95,6 +97,8 @@ class LiveView:
     def beat(self, beat: Beat) -> None:
         with self._lock:
             self._beat = beat
+            if self._mark is None or beat.at_s - self._mark.at_s >= FPS_WINDOW_S:
+                self._older_mark, self._mark = self._mark, beat
 
     def stopped(self) -> None:
         with self._lock:
@@ -111,7 +115,15 @@ class LiveView:
                 self._counts_version,
                 self._beat,
                 self._stopped,
+                self._fps(),
             )
+
+    def _fps(self) -> float | None:
+        """Caller holds _lock."""
+        beat, mark = self._beat, self._older_mark
+        if beat is None or mark is None or beat.at_s <= mark.at_s:
+            return None
+        return (beat.frames - mark.frames) / (beat.at_s - mark.at_s)
 
     def jpeg(self, newer_than: int, timeout_s: float) -> tuple[int, bytes] | None:
         """The newest annotated JPEG, with its sequence number, once there is one above `newer_than`;
@@ -157,7 +169,7 @@ class LiveView:
             return self.interval_s
 
     def _draw(self, seen: Seen, result: FrameResult, scene: Scene) -> NDArray[np.uint8]:
-        status = status_text(self.pipeline, self._fps.update(seen.beat), result)
+        status = status_text(self.pipeline, seen.fps, result)
         return annotate(result, scene, seen.counts, recent=seen.recent, status=status)
 
     # ------------------------------------------------------------ what the endpoints report
@@ -176,17 +188,16 @@ class LiveView:
         return None
 
     def live(self) -> dict[str, object]:
-        """What the page shows, as of the last heartbeat: state, frames, fps (measured here from the
-        heartbeats), source state, dropped frames, and the counts."""
+        """What the page shows, as of the last heartbeat: state, frames, fps (over the last second or
+        two of heartbeats), source state, dropped frames, and the counts."""
         seen = self.seen()
         beat = seen.beat
         state = "offline" if seen.stopped else "starting" if beat is None else "online"
         live: dict[str, object] = {"state": state, "counts": seen.counts}
         if beat is not None:
-            fps = self._fps.update(beat)
             live.update(
                 frames=beat.frames,
-                fps=None if fps is None else round(fps, 1),
+                fps=None if seen.fps is None else round(seen.fps, 1),
                 source_state=beat.source.state,
                 dropped_frames=beat.source.dropped_frames,
             )
@@ -209,24 +220,3 @@ class LiveView:
         """The source's counters for /metrics, as of the last heartbeat."""
         beat = self.seen().beat
         return None if beat is None else LoopReading(self.pipeline, beat.source, beat.outbox_depth)
-
-
-class _RateMeter:
-    """Frames per second between heartbeats at least FPS_WINDOW_S apart, for whoever asks (the
-    pictures, the page): updated from the heartbeats the readers see, not on the loop."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sample: tuple[float, int] | None = None  # (beat time, frames) measured from
-        self._fps: float | None = None
-
-    def update(self, beat: Beat | None) -> float | None:
-        with self._lock:
-            if beat is None:
-                return self._fps
-            if self._sample is None or beat.frames < self._sample[1]:
-                self._sample = (beat.at_s, beat.frames)
-            elif beat.at_s - self._sample[0] >= FPS_WINDOW_S:
-                self._fps = (beat.frames - self._sample[1]) / (beat.at_s - self._sample[0])
-                self._sample = (beat.at_s, beat.frames)
-            return self._fps

@@ -104,6 +104,11 @@ def test_every_endpoint_after_a_run(finished_run: tuple[Web, Path, dict[str, obj
     assert status == 200 and json.loads(body) == {"scripted": counts}
     status, _, body = get(url + "api/status")
     assert status == 200 and json.loads(body)["scripted"]["state"] == "offline"
+    status, _, body = get(url + "api/live")
+    live = json.loads(body)["scripted"]
+    assert (
+        status == 200 and live["state"] == "offline" and live["frames"] == FRAMES and live["counts"] == counts
+    )
 
     status, _, body = get(url + "healthz")
     assert status == 503

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from edgepipe.draw import LineShape, Scene
 from edgepipe.pipeline import Beat
@@ -130,3 +131,24 @@ def test_status_is_the_mqtt_status_payload() -> None:
     assert set(payload) >= {"state", "pipeline", "ts"}
     live.stopped()
     assert set(live.status_payload()) == {"state", "pipeline", "ts"}  # offline: as the Last Will
+
+
+def test_fps_is_measured_from_the_heartbeats_over_one_to_two_seconds() -> None:
+    clock = FakeClock()
+    live = view(clock)
+    live.beat(beat(100.0, 0))
+    assert live.seen().fps is None and "fps" in live.live() and live.live()["fps"] is None
+    for tenth in range(1, 16):  # 10 frames a second for 1.5 s
+        live.beat(beat(100.0 + tenth / 10, tenth))
+    assert live.seen().fps == pytest.approx(10.0)
+    assert live.live() == {
+        "state": "online",
+        "counts": None,
+        "frames": 15,
+        "fps": 10.0,
+        "source_state": "connected",
+        "dropped_frames": 0,
+    }
+    for tenth in range(16, 41):  # then 20 a second: the older heartbeats fall out of the window
+        live.beat(beat(101.5 + (tenth - 15) / 10, 15 + 2 * (tenth - 15)))
+    assert live.seen().fps == pytest.approx(20.0)
