@@ -1,5 +1,6 @@
 """The process's HTTP server: the page, each pipeline's MJPEG stream and snapshot, /metrics,
-/healthz and /api/status, on stdlib `http.server` with a thread per request.
+/healthz, /api/status and /api/counts (the MQTT status and counts payloads) and /api/live (what the
+page refreshes), on stdlib `http.server` with a thread per request.
 
 It only reads the `LiveView`s the loops hand their results to, never a stage. With a token
 configured every request needs it, as `Authorization: Bearer TOKEN` (curl, Prometheus) or as the
