@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edgepipe.config import HttpConfig, load_pipeline
 from edgepipe.draw import LineShape, Scene
 from edgepipe.errors import ConfigError
-from edgepipe.pipeline import Beat
+from edgepipe.pipeline import Beat, NoLifecycle
 from edgepipe.sources import SourceStats
 from edgepipe.types import Detections, Frame, FrameResult, Tracks
 from edgepipe.web import Web, process_settings
@@ -124,6 +124,47 @@ def test_every_endpoint_after_a_run(finished_run: tuple[Web, Path, dict[str, obj
 
     status, _, body = get(url + "nope/stream.mjpg")
     assert status == 404 and json.loads(body) == {"error": "no such page: /nope/stream.mjpg"}
+
+
+def test_one_server_for_every_pipeline_of_the_process(tmp_path: Path) -> None:
+    """Two pipelines on their own threads, as `edgepipe run a.yml b.yml` runs them: one page with
+    both, their own streams, counts and health."""
+    from edgepipe.runtime import run_pipelines
+
+    web = Web(HttpConfig(port=0), ["door", "yard"])
+    frames = write_frames(tmp_path / "frames")
+    with web.server:
+        pipelines = [
+            scripted_pipeline(
+                frames,
+                tmp_path / f"{name}.jsonl",
+                watcher=web.views[name],
+                prometheus=web.prometheus.pipeline(name),
+                name=name,
+            )
+            for name in ("door", "yard")
+        ]
+        run_pipelines(pipelines, NoLifecycle())
+        page = get(web.server.url)[2].decode()
+        assert '<img src="door/stream.mjpg"' in page and '<img src="yard/stream.mjpg"' in page
+        counts = json.loads(get(web.server.url + "api/counts")[2])
+        assert counts == {p.name: p.rules.counts() for p in pipelines}
+        assert json.loads(get(web.server.url + "healthz")[2])["pipelines"] == {
+            "door": "the frame loop has ended",
+            "yard": "the frame loop has ended",
+        }
+        for name in ("door", "yard"):
+            status, _, body = get(web.server.url + f"{name}/snapshot.jpg")
+            assert status == 200 and body[:2] == b"\xff\xd8"
+        text = get(web.server.url + "metrics")[2].decode()
+        frames_total = {
+            s.labels["pipeline"]: s.value
+            for f in text_string_to_metric_families(text)
+            if f.name == "edgepipe_frames"
+            for s in f.samples
+            if s.name == "edgepipe_frames_total"
+        }
+        assert frames_total == {"door": FRAMES, "yard": FRAMES}
 
 
 def test_metrics_parse_and_count_what_the_events_file_has(
