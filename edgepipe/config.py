@@ -6,6 +6,7 @@ ConfigError. Relative paths in the file are relative to the file's own folder.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from pydantic import (
 from edgepipe.config_errors import describe, dotted, line_of, message
 from edgepipe.config_yaml import read_pipeline_yaml
 from edgepipe.errors import ConfigError, FieldError, mask_secrets
+from edgepipe.geometry import Units
 
 Point = tuple[float, float]
 Precision = Literal["auto", "f32", "bf16", "f16"]
@@ -335,6 +337,19 @@ def _check_points(points: list[Point], what: str, minimum: int) -> list[Point]:
     return points
 
 
+def _check_relative(points: list[Point], units: Units) -> None:
+    """Relative points are fractions of the frame: each coordinate within 0..1."""
+    if units != "relative":
+        return
+    outside = [point for point in points if not all(0.0 <= v <= 1.0 for v in point)]
+    if outside:
+        shown = ", ".join(f"[{x:g}, {y:g}]" for x, y in outside)
+        raise ValueError(
+            f"units: relative points are fractions of the frame's width and height (0..1); "
+            f"{shown} {'is' if len(outside) == 1 else 'are'} not (for pixels, leave out units)"
+        )
+
+
 class LineRuleConfig(Model):
     """Counts tracks crossing a segment: direction 'in' when they move into `in_side`."""
 
@@ -344,7 +359,12 @@ class LineRuleConfig(Model):
         max_length=NAME_MAX_LENGTH,
         description="rule name used in events and topics",
     )
-    points: list[Point] = Field(description="[[x1, y1], [x2, y2]] in frame pixels")
+    points: list[Point] = Field(
+        description="[[x1, y1], [x2, y2]] in frame pixels, or fractions with units: relative"
+    )
+    units: Units = Field(
+        "px", description="px: frame pixels; relative: fractions of the frame's width and height (0..1)"
+    )
     in_side: Literal["left", "right"] = Field(
         "right", description="side of the segment, walking from the first to the second point, that is 'in'"
     )
@@ -362,6 +382,11 @@ class LineRuleConfig(Model):
             raise ValueError("the two points of a line must differ")
         return value
 
+    @model_validator(mode="after")
+    def _relative_in_frame(self) -> LineRuleConfig:
+        _check_relative(self.points, self.units)
+        return self
+
 
 class ZoneRuleConfig(Model):
     """A polygon: zone_enter / zone_exit (with dwell time) and optional loitering events."""
@@ -372,7 +397,12 @@ class ZoneRuleConfig(Model):
         max_length=NAME_MAX_LENGTH,
         description="rule name used in events and topics",
     )
-    polygon: list[Point] = Field(description="[[x, y], ...] at least 3 points, in frame pixels")
+    polygon: list[Point] = Field(
+        description="[[x, y], ...] at least 3 points, in frame pixels or fractions with units: relative"
+    )
+    units: Units = Field(
+        "px", description="px: frame pixels; relative: fractions of the frame's width and height (0..1)"
+    )
     reference_point: ReferencePointName = "bottom_center"
     loiter_s: float | None = Field(None, gt=0, description="emit zone_loiter after this long inside")
     hysteresis_px: float = Field(
@@ -384,6 +414,11 @@ class ZoneRuleConfig(Model):
     @classmethod
     def _three_points(cls, value: list[Point]) -> list[Point]:
         return _check_points(value, "a zone polygon", 3)
+
+    @model_validator(mode="after")
+    def _relative_in_frame(self) -> ZoneRuleConfig:
+        _check_relative(self.polygon, self.units)
+        return self
 
 
 RuleConfig = Annotated[LineRuleConfig | ZoneRuleConfig, Field(discriminator="type")]
@@ -523,6 +558,95 @@ class OutputsConfig(Model):
     jsonl: JsonlConfig | None = None
 
 
+# ---------------------------------------------------------------- the web page, /metrics, /healthz
+MIN_TOKEN_CHARS = 16  # a shorter token is guessable; `openssl rand -hex 16` gives 32
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only listens on this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+class HttpConfig(Model):
+    """The process's web server: a page with each pipeline's live annotated view, MJPEG streams,
+    snapshots, /metrics (Prometheus), /healthz and /api/status. Off unless a pipeline file has this
+    section; one server serves every pipeline of the process, so where several files have it, the
+    sections must agree. Anything but a loopback address needs a token, and then every request does."""
+
+    host: str = Field(
+        "127.0.0.1", min_length=1, description="address to listen on; a non-loopback one needs a token"
+    )
+    port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one (logged)")
+    token_file: Path | None = Field(None, description="file whose first line is the access token")
+    token_env: str | None = Field(None, description="environment variable holding the access token")
+    stream_fps: float = Field(
+        5.0, gt=0, le=30, description="most annotated frames per second drawn for each pipeline's viewers"
+    )
+    jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of streams and snapshots")
+    max_streams: int = Field(
+        8, ge=1, le=64, description="live streams open at once, all pipelines together; more get 503"
+    )
+    alive_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="/healthz reports a frame loop silent for this long as hung"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_token(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "token" in data:
+            raise ValueError("inline 'token' is not accepted: use token_file or token_env")
+        return data
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        if not _is_file(path):
+            raise ValueError(f"token file {_shown(path)} does not exist")
+        return path
+
+    @model_validator(mode="after")
+    def _token_where_needed(self) -> HttpConfig:
+        if self.token_file is not None and self.token_env is not None:
+            raise ValueError("give token_file or token_env, not both")
+        if not is_loopback(self.host) and self.token_file is None and self.token_env is None:
+            raise ValueError(
+                f"host {self.host} is reachable from other machines: give token_file or token_env "
+                "(or listen on 127.0.0.1)"
+            )
+        return self
+
+    def token(self) -> SecretStr | None:
+        """Read the token where the config says it is; called when the server is built."""
+        if self.token_file is not None:
+            try:
+                lines = self.token_file.read_text(encoding="utf-8").splitlines()
+            except OSError as error:
+                raise ConfigError(
+                    f"cannot read HTTP token file {self.token_file}: {error.strerror}"
+                ) from None
+            value, where = (lines[0].strip() if lines else ""), f"HTTP token file {self.token_file}"
+        elif self.token_env is not None:
+            if self.token_env not in os.environ:
+                raise ConfigError(f"HTTP token variable {self.token_env} is not set")
+            value, where = os.environ[self.token_env].strip(), f"HTTP token variable {self.token_env}"
+        else:
+            return None
+        if len(value) < MIN_TOKEN_CHARS:
+            raise ConfigError(
+                f"{where}: the token has {len(value)} characters, fewer than {MIN_TOKEN_CHARS} "
+                "(make one with `openssl rand -hex 16`)"
+            )
+        return SecretStr(value)
+
+
 # ---------------------------------------------------------------- the pipeline
 class PipelineConfig(Model):
     """One camera: source → detector → tracker → rules → outputs."""
@@ -538,6 +662,7 @@ class PipelineConfig(Model):
     rules: list[RuleConfig] = Field(default_factory=list)
     linking: LinkingConfig = Field(default_factory=LinkingConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    http: HttpConfig | None = Field(None, description="serve a live page, /metrics and /healthz (off)")
     status_interval_s: float = Field(
         10.0, gt=0, le=3600, description="how often stats go to the status topic"
     )

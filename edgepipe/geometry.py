@@ -9,6 +9,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 ReferencePoint = Literal["bottom_center", "center", "top_center"]
+# How a rule's points are given: frame pixels, or fractions (0..1) of the frame's width and height
+Units = Literal["px", "relative"]
 
 FloatArray = NDArray[np.floating]
 
@@ -39,6 +41,23 @@ def reference_points(xyxy: FloatArray, where: ReferencePoint = "bottom_center") 
     else:
         y = xyxy[:, 1]
     return np.stack([cx, y], axis=1)
+
+
+def to_pixels(points: FloatArray, units: Units, frame_hw: tuple[int, int]) -> NDArray[np.float64]:
+    """(N, 2) points in `units` → (N, 2) frame pixels; relative x scales by the width, y by the height."""
+    pixels = np.array(points, np.float64)  # a copy: callers may keep it
+    if units == "relative":
+        height, width = frame_hw
+        pixels *= np.array([width, height], np.float64)
+    return pixels
+
+
+def outside_frame(points: FloatArray, frame_hw: tuple[int, int]) -> NDArray[np.bool_]:
+    """(N, 2) pixel points → (N,) whether each lies outside the frame: x in 0..width, y in 0..height."""
+    points = np.asarray(points, np.float64)
+    height, width = frame_hw
+    inside = (points[:, 0] >= 0) & (points[:, 0] <= width) & (points[:, 1] >= 0) & (points[:, 1] <= height)
+    return np.asarray(~inside)
 
 
 def signed_distance_to_line(points: FloatArray, start: FloatArray, end: FloatArray) -> NDArray[np.float64]:

@@ -1,8 +1,10 @@
 """Run-time numbers of one pipeline: per-stage rate and latency, frame age, drops, source and outbox.
 
 `Metrics` lives on the frame loop's thread (no locks). `snapshot()` is the dict published on the
-status topic and logged; `prometheus_text()` renders snapshots in the Prometheus text format.
-Rates and latencies cover a sliding window of the last `window_s` seconds, in a bounded buffer.
+status topic and logged; rates and latencies cover a sliding window of the last `window_s` seconds,
+in a bounded buffer. `PrometheusMetrics` is the process's /metrics (prometheus-client, on a registry
+of its own): the loop's `Metrics` feeds its counters and histograms when given a pipeline's
+`PrometheusPipeline`; source and outbox gauges are read when scraped.
 """
 
 from __future__ import annotations
@@ -10,12 +12,20 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from edgepipe.sources import SOURCE_STATES
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edgepipe.sources import SOURCE_STATES, SourceStats
+from edgepipe.types import Event
 
 MAX_SAMPLES = 2048  # per stage; at 30 fps a 10 s window needs 300
+STAGE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+FRAME_AGE_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class _Window:
@@ -53,7 +63,8 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 
 
 class Metrics:
-    """Per-stage counts and latencies of one pipeline, over a sliding window."""
+    """Per-stage counts and latencies of one pipeline, over a sliding window; also fed to
+    Prometheus when given the pipeline's `PrometheusPipeline`."""
 
     def __init__(
         self,
@@ -62,9 +73,11 @@ class Metrics:
         window_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        prometheus: PrometheusPipeline | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.window_s = window_s
+        self.prometheus = prometheus
         self._clock = clock
         self._wall_clock = wall_clock
         self._started = clock()
@@ -77,12 +90,22 @@ class Metrics:
         if window is None:
             window = self._stages[stage] = _Window()
         window.add(self._clock(), seconds)
+        if self.prometheus is not None:
+            self.prometheus.stage(stage).observe(seconds)
 
     def frame_done(self, capture_timestamp: float) -> float:
         """A frame left the loop; returns its age in seconds (now - capture time, wall clock)."""
         age_s = max(0.0, self._wall_clock() - capture_timestamp)
         self._frame_age.add(self._clock(), age_s)
+        if self.prometheus is not None:
+            self.prometheus.frames.inc()
+            self.prometheus.frame_age_s.observe(age_s)
         return age_s
+
+    def event(self, event: Event) -> None:
+        """An event was published."""
+        if self.prometheus is not None:
+            self.prometheus.count_event(event)
 
     @property
     def frames(self) -> int:
@@ -139,80 +162,121 @@ def log_line(snapshot: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def prometheus_text(snapshots: Iterable[Mapping[str, Any]]) -> str:
-    """Snapshots of one or more pipelines in the Prometheus text exposition format (0.0.4)."""
-    families: dict[str, tuple[str, str, list[str]]] = {}
+# ---------------------------------------------------------------- Prometheus (/metrics)
+@dataclass(frozen=True, slots=True)
+class LoopReading:
+    """What a scrape reads of one pipeline: the source's counters as the loop last saw them."""
 
-    def add(name: str, kind: str, help_text: str, labels: dict[str, str], value: float) -> None:
-        family = families.setdefault(name, (kind, help_text, []))
-        rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-        family[2].append(f"{name}{{{rendered}}} {value:g}")
-
-    for snap in snapshots:
-        pipe = {"pipeline": str(snap["pipeline"])}
-        add("edgepipe_frames_total", "counter", "Frames processed.", pipe, snap["frames"])
-        add("edgepipe_fps", "gauge", "Frames per second over the window.", pipe, snap["fps"])
-        for q in ("p50", "p95", "max"):
-            key = f"{q}_ms"
-            if key in snap["frame_age_ms"]:
-                labels = {**pipe, "quantile": {"p50": "0.5", "p95": "0.95", "max": "1"}[q]}
-                add(
-                    "edgepipe_frame_age_seconds",
-                    "gauge",
-                    "Capture-to-done age of processed frames.",
-                    labels,
-                    snap["frame_age_ms"][key] / 1000,
-                )
-        for stage, values in snap["stages"].items():
-            labels = {**pipe, "stage": stage}
-            add("edgepipe_stage_total", "counter", "Passes through a stage.", labels, values["count"])
-            if "mean_ms" in values:
-                add(
-                    "edgepipe_stage_latency_seconds",
-                    "gauge",
-                    "Mean time per pass over the window.",
-                    labels,
-                    values["mean_ms"] / 1000,
-                )
-        if "dropped_frames" in snap:
-            add(
-                "edgepipe_dropped_frames_total",
-                "counter",
-                "Live frames overwritten.",
-                pipe,
-                snap["dropped_frames"],
-            )
-        if "source_reconnects" in snap:
-            add(
-                "edgepipe_source_reconnects_total",
-                "counter",
-                "Source reconnects.",
-                pipe,
-                snap["source_reconnects"],
-            )
-        if "outbox_depth" in snap:
-            add(
-                "edgepipe_outbox_depth",
-                "gauge",
-                "Messages waiting for the broker.",
-                pipe,
-                snap["outbox_depth"],
-            )
-        if "source_state" in snap:
-            for state in SOURCE_STATES:
-                value = 1.0 if snap["source_state"] == state else 0.0
-                add(
-                    "edgepipe_source_state",
-                    "gauge",
-                    "1 for the current source state.",
-                    {**pipe, "state": state},
-                    value,
-                )
-    lines: list[str] = []
-    for name, (kind, help_text, samples) in families.items():
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
-    return "\n".join(lines) + "\n" if lines else ""
+    pipeline: str
+    source: SourceStats
+    outbox_depth: int | None
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class PrometheusMetrics:
+    """The Prometheus metrics of one process on a registry of its own (never prometheus-client's
+    global default, so two in one process, as in tests, do not collide): counters and histograms the
+    frame loops update, source and outbox figures read at each scrape from `readings()`, and the
+    process collector (CPU, memory, open files)."""
+
+    def __init__(self, readings: Callable[[], Iterable[LoopReading]] = tuple) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        self.frames = Counter("edgepipe_frames", "Frames processed.", ["pipeline"], registry=self.registry)
+        self.events = Counter(
+            "edgepipe_events",
+            "Events published, by rule, type, direction (line crossings; empty otherwise) and label.",
+            ["pipeline", "rule", "type", "direction", "label"],
+            registry=self.registry,
+        )
+        self.stage_seconds = Histogram(
+            "edgepipe_stage_seconds",
+            "Time per frame in each stage: detect (in flight in the detector), track, rules (and publishing).",
+            ["pipeline", "stage"],
+            buckets=STAGE_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.frame_age_seconds = Histogram(
+            "edgepipe_frame_age_seconds",
+            "Capture to done, per frame.",
+            ["pipeline"],
+            buckets=FRAME_AGE_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.registry.register(_LoopCollector(readings))
+
+    def pipeline(self, name: str) -> PrometheusPipeline:
+        """The instruments of one pipeline, for its `Metrics`."""
+        return PrometheusPipeline(
+            name,
+            self.frames.labels(name),
+            self.frame_age_seconds.labels(name),
+            self.stage_seconds,
+            self.events,
+        )
+
+    def exposition(self) -> bytes:
+        """Everything in the Prometheus text format (what /metrics serves)."""
+        return generate_latest(self.registry)
+
+
+@dataclass(slots=True)
+class PrometheusPipeline:
+    """One pipeline's children of the process's families; updated on its frame loop (prometheus-client
+    takes a short lock per update)."""
+
+    name: str
+    frames: Counter
+    frame_age_s: Histogram
+    _stage_family: Histogram
+    _event_family: Counter
+    _stages: dict[str, Histogram] = field(default_factory=dict)
+
+    def stage(self, stage: str) -> Histogram:
+        child = self._stages.get(stage)
+        if child is None:
+            child = self._stages[stage] = self._stage_family.labels(self.name, stage)
+        return child
+
+    def count_event(self, event: Event) -> None:
+        self._event_family.labels(self.name, event.rule, event.type, event.direction or "", event.label).inc()
+
+
+class _LoopCollector(Collector):
+    """Source and outbox figures at scrape time: counters the sources keep themselves (they cannot
+    be inc()-ed from here) and gauges of state and depth."""
+
+    def __init__(self, readings: Callable[[], Iterable[LoopReading]]) -> None:
+        self._readings = readings
+
+    def describe(self) -> list[Metric]:
+        return []  # families are only known at scrape time; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        readings = list(self._readings())
+        dropped = CounterMetricFamily(
+            "edgepipe_dropped_frames",
+            "Live frames overwritten before the loop took them.",
+            labels=["pipeline"],
+        )
+        reconnects = CounterMetricFamily(
+            "edgepipe_source_reconnects", "Connection attempts after the first one.", labels=["pipeline"]
+        )
+        state = GaugeMetricFamily(
+            "edgepipe_source_state",
+            "1 for the source's current state, 0 for the others.",
+            labels=["pipeline", "state"],
+        )
+        outbox = GaugeMetricFamily(
+            "edgepipe_outbox_depth",
+            "Messages accepted but not yet delivered (MQTT outbox).",
+            labels=["pipeline"],
+        )
+        for reading in readings:
+            name, source = reading.pipeline, reading.source
+            dropped.add_metric([name], source.dropped_frames)
+            reconnects.add_metric([name], source.reconnects)
+            for each in SOURCE_STATES:
+                state.add_metric([name, each], 1.0 if source.state == each else 0.0)
+            if reading.outbox_depth is not None:
+                outbox.add_metric([name], reading.outbox_depth)
+        yield from (dropped, reconnects, state, outbox)

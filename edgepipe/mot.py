@@ -13,6 +13,7 @@ from __future__ import annotations
 import configparser
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
@@ -32,18 +33,33 @@ RESULT_FIELDS = DETECTION_FIELDS
 PERSON_CLASS_ID = 0
 
 
-def read_seqinfo(path: Path | str) -> tuple[float | None, int | None]:
-    """(frameRate, seqLength) of a MOTChallenge seqinfo.ini; (None, None) when there is none."""
+@dataclass(frozen=True, slots=True)
+class SequenceInfo:
+    """What a MOTChallenge sequence's seqinfo.ini says about it."""
+
+    frame_rate: float
+    length: int  # frames
+    frame_hw: tuple[int, int] | None  # (imHeight, imWidth), when the file gives them
+
+
+def read_seqinfo(path: Path | str) -> SequenceInfo | None:
+    """The [Sequence] section of a MOTChallenge seqinfo.ini; None when there is no such file."""
     path = Path(path)
     if not path.is_file():
-        return None, None
+        return None
     info = configparser.ConfigParser()
     try:
         info.read(path)
         section = info["Sequence"]
-        return float(section["frameRate"]), int(section["seqLength"])
+        size = (int(section["imHeight"]), int(section["imWidth"])) if "imHeight" in section else None
+        return SequenceInfo(float(section["frameRate"]), int(section["seqLength"]), size)
     except (configparser.Error, KeyError, ValueError) as error:
         raise EdgepipeError(f"{path}: needs [Sequence] frameRate and seqLength: {error}") from None
+
+
+def seqinfo_beside(mot_file: Path | str) -> SequenceInfo | None:
+    """The seqinfo.ini of the sequence a `<seq>/det/det.txt` or `<seq>/gt/gt.txt` belongs to."""
+    return read_seqinfo(Path(mot_file).resolve().parent.parent / "seqinfo.ini")
 
 
 RowKind = Literal["detections", "ground truth", "results"]

@@ -5,7 +5,8 @@
 `Pipeline.results()` is the whole loop, top to bottom: every stage is called from it and returns
 to it, nothing is set on a stage from outside. What the process adds around it (READY, the
 watchdog, the systemd status line) comes in as one `Lifecycle` object that the loop calls; the
-process itself is runtime.py, the commands are commands/, the Python API is api.py.
+process itself is runtime.py, the commands are commands/, the Python API is api.py. Whoever looks
+at the loop from other threads (the web page, web/) is a `Watcher` the loop hands references to.
 """
 
 from __future__ import annotations
@@ -22,17 +23,18 @@ import numpy as np
 
 from edgepipe.config import LineRuleConfig, PipelineConfig, ZoneRuleConfig
 from edgepipe.detect import Detector, ModelPool
+from edgepipe.draw import Scene, rule_shapes
 from edgepipe.errors import FieldError, OutputError
 from edgepipe.linking import TrackLinker
-from edgepipe.metrics import Metrics, log_line
+from edgepipe.metrics import Metrics, PrometheusPipeline, log_line
 from edgepipe.publish import FanoutPublisher, Publisher
 from edgepipe.publish.discovery import discovery_messages
 from edgepipe.publish.jsonl import JsonlSink, check_events_path
 from edgepipe.publish.mqtt import MqttPublisher, MqttSettings, mqtt_settings
 from edgepipe.rules import LineCrossing, Rules, Zone
-from edgepipe.sources import Source, open_source
+from edgepipe.sources import Source, SourceStats, open_source
 from edgepipe.track import Tracker, build_tracker
-from edgepipe.types import Detections, Event, Frame, FrameResult, totals
+from edgepipe.types import Counts, Detections, Event, Frame, FrameResult, totals
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,38 @@ class Lifecycle(Protocol):
         """A new one-line status of this pipeline."""
 
 
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What the loop tells its watcher after each frame or idle tick."""
+
+    at_s: float  # time.monotonic() of the beat
+    frames: int  # frames processed in this run
+    source: SourceStats
+    outbox_depth: int | None
+    status: dict[str, object] | None  # the status last published (the MQTT status topic's stats)
+
+
+class Watcher(Protocol):
+    """Looks at the loop from threads of its own (the web page, web/view.py). The loop hands it
+    references to what it already has; every method must return at once: nothing is copied, drawn or
+    encoded here, and nothing waits for a reader."""
+
+    def started(self, scene: Scene) -> None:
+        """The rules are placed on the frame size: what to draw beside the tracks."""
+
+    def frame(self, result: FrameResult) -> None:
+        """A frame's result (its image is not changed afterwards by anyone)."""
+
+    def counts(self, counts: Counts) -> None:
+        """The running totals: at the start and after each change (a new dict each time)."""
+
+    def beat(self, beat: Beat) -> None:
+        """The loop went round once more."""
+
+    def stopped(self) -> None:
+        """The loop has ended."""
+
+
 class NoLifecycle:
     """No process to tell: scripts, notebooks and tests."""
 
@@ -99,6 +133,8 @@ class Pipeline:
         *,
         max_frames: int | None = None,
         status_interval_s: float = 10.0,
+        watcher: Watcher | None = None,
+        prometheus: PrometheusPipeline | None = None,
     ) -> None:
         self.name = name
         self.source = source
@@ -108,11 +144,13 @@ class Pipeline:
         self.publisher = publisher
         self.max_frames = max_frames
         self.status_interval_s = status_interval_s
+        self.watcher = watcher
         self.stats = RunStats()
-        self.metrics = Metrics(name, window_s=max(status_interval_s, 5.0))
+        self.metrics = Metrics(name, window_s=max(status_interval_s, 5.0), prometheus=prometheus)
         self._taken_at: dict[int, float] = {}  # frame index → when the detector took it (≤ 2·in_flight)
         self._next_status = 0.0
         self._status_state = ""
+        self._last_status: dict[str, object] | None = None
 
     def results(self, lifecycle: Lifecycle | None = None) -> Iterator[FrameResult]:
         """Run the loop, yielding what each frame gave, until the source ends, max_frames is reached
@@ -120,7 +158,7 @@ class Pipeline:
         (zones emit their last exits) and the publisher is flushed and closed."""
         lifecycle = lifecycle if lifecycle is not None else NoLifecycle()
         self.stats = RunStats()
-        self.metrics = Metrics(self.name, window_s=self.metrics.window_s)
+        self.metrics = Metrics(self.name, window_s=self.metrics.window_s, prometheus=self.metrics.prometheus)
         self._next_status = time.monotonic() + self.status_interval_s
         self._status_state = ""
         try:
@@ -128,8 +166,9 @@ class Pipeline:
                 frame_hw = self.source.frame_size()
                 if frame_hw is not None:
                     self.detector.prepare(frame_hw)  # compile before READY, not on the first frame
+                    self._place_rules(frame_hw)  # a rule outside the frame stops here, before READY
                 lifecycle.ready(self.name)
-                self.publisher.publish_counts(self.rules.counts())  # retained totals from the start
+                self._publish_counts()  # retained totals from the start
                 frame_waiting = self.source.frame_waiting if self.source.is_live else None
                 frames = self._clocked(self.source.frames())
                 for item in self.detector.stream(frames, frame_waiting=frame_waiting):
@@ -158,8 +197,21 @@ class Pipeline:
                 self._taken_at[frame.index] = time.perf_counter()
             yield frame
 
+    def _place_rules(self, frame_hw: tuple[int, int]) -> None:
+        """Fit the rules to the frame size (relative points become pixels) and tell the watcher
+        what to draw; a rule outside the frame is a ConfigError naming the frame size."""
+        self.rules.place(frame_hw)  # a rule outside: a ConfigError at its line of the pipeline file
+        if self.watcher is not None:
+            self.watcher.started(self.scene())
+
+    def scene(self) -> Scene:
+        """What to draw beside the tracks: the placed rules and the model's labels."""
+        return Scene(rule_shapes(self.rules), self.detector.labels)
+
     def _track_and_count(self, frame: Frame, detections: Detections) -> FrameResult:
         """Everything after detection for one frame: track, rules, publish, count."""
+        if self.rules.frame_hw is None:  # a source that did not know its frame size before the first
+            self._place_rules((frame.image.shape[0], frame.image.shape[1]))
         detected_at = time.perf_counter()
         self.metrics.record("detect", detected_at - self._taken_at.pop(frame.index, detected_at))
         time_s = frame.source_time if frame.source_time is not None else frame.timestamp
@@ -174,37 +226,56 @@ class Pipeline:
         # what the detector's threshold lets through; lower boxes only continue tracks
         self.stats.detections += int(np.count_nonzero(detections.score >= self.detector.threshold))
         self.stats.track_ids.update(tracks.track_id.tolist())
-        return FrameResult(frame, detections, tracks, events)
+        result = FrameResult(frame, detections, tracks, events)
+        if self.watcher is not None:
+            self.watcher.frame(result)
+        return result
 
     def _publish(self, events: Sequence[Event]) -> None:
         for event in events:
             self.stats.events[event.type] += 1
+            self.metrics.event(event)
             self.publisher.publish(event)
         if events:  # totals change only with an event: publish them then, and only then
-            self.publisher.publish_counts(self.rules.counts())
+            self._publish_counts()
+
+    def _publish_counts(self) -> None:
+        counts = self.rules.counts()
+        self.publisher.publish_counts(counts)
+        if self.watcher is not None:
+            self.watcher.counts(counts)
 
     def _heartbeat(self, lifecycle: Lifecycle) -> None:
         """After each frame and each idle tick: tell the process we are alive; publish the status
         when it is due or the source state just changed (connected → reconnecting at once)."""
         lifecycle.alive(self.name)
-        state = self.source.stats().state
-        if time.monotonic() < self._next_status and state == self._status_state:
-            return
-        self._status_state = state
-        self._next_status = time.monotonic() + self.status_interval_s
-        snapshot = self.status()
-        self.publisher.publish_status(snapshot)
-        line = log_line(snapshot)
-        log.info("%s", line)
-        lifecycle.status(self.name, line)
+        source = self.source.stats()
+        if time.monotonic() >= self._next_status or source.state != self._status_state:
+            self._status_state = source.state
+            self._next_status = time.monotonic() + self.status_interval_s
+            self._last_status = snapshot = self.status()
+            self.publisher.publish_status(snapshot)
+            line = log_line(snapshot)
+            log.info("%s", line)
+            lifecycle.status(self.name, line)
+        if self.watcher is not None:
+            beat = Beat(
+                time.monotonic(), self.stats.frames, source, self.publisher.backlog(), self._last_status
+            )
+            self.watcher.beat(beat)
 
     def _finish(self) -> None:
         self.stats.finished = time.monotonic()
-        self._publish(self.rules.close())
-        self.publisher.publish_status(self.status())
-        self.publisher.close()
-        self.stats.lost = self.publisher.lost()
-        self.stats.skipped_frames = self.source.stats().skipped
+        try:
+            self._publish(self.rules.close())
+            self._last_status = snapshot = self.status()
+            self.publisher.publish_status(snapshot)
+            self.publisher.close()
+            self.stats.lost = self.publisher.lost()
+            self.stats.skipped_frames = self.source.stats().skipped
+        finally:
+            if self.watcher is not None:
+                self.watcher.stopped()
 
     def status(self) -> dict[str, object]:
         """The status payload: windowed metrics, source state and drops, outbox depth."""
@@ -282,11 +353,14 @@ def build(
     max_frames: int | None = None,
     outputs: bool = True,
     publishers: Sequence[Publisher] = (),
+    watcher: Watcher | None = None,
+    prometheus: PrometheusPipeline | None = None,
 ) -> Pipeline:
     """Create every stage of `cfg` (see `prepare`) and open its outputs.
 
     `outputs=False` leaves out the file's own outputs (MQTT, JSON lines); `publishers` are added
-    after them (the Python API's event consumers)."""
+    after them (the Python API's event consumers). `watcher` (the web page's view of this pipeline)
+    and `prometheus` (its instruments on the process's /metrics) are for `edgepipe run --http`."""
     ready = prepare(cfg, pool, events_path=events_path, outputs=outputs)
     own: list[Publisher] = [JsonlSink(path) for path in ready.jsonl_paths]
     if ready.mqtt is not None:
@@ -300,6 +374,8 @@ def build(
         FanoutPublisher([*own, *publishers]),
         max_frames=max_frames,
         status_interval_s=cfg.status_interval_s,
+        watcher=watcher,
+        prometheus=prometheus,
     )
 
 
@@ -332,9 +408,10 @@ def build_rules(cfg: PipelineConfig, labels: Sequence[str], *, link: bool = True
         located(cfg, ("rules", index), functools.partial(build_rule, cfg.name, rule, labels))
         for index, rule in enumerate(cfg.rules)
     ]
-    if not link or cfg.linking.max_gap_s == 0:
-        return Rules(rules)
-    return Rules(rules, TrackLinker(cfg.linking.max_gap_s, cfg.linking.max_distance))
+    linker = None
+    if link and cfg.linking.max_gap_s > 0:
+        linker = TrackLinker(cfg.linking.max_gap_s, cfg.linking.max_distance)
+    return Rules(rules, linker, locate=lambda error: cfg.error_at(("rules", *error.field), error.message))
 
 
 def build_rule(
@@ -351,6 +428,7 @@ def build_rule(
             reference_point=rule.reference_point,
             hysteresis_px=rule.hysteresis_px,
             class_ids=_class_ids(rule.classes, labels),
+            units=rule.units,
         )
     return Zone(
         rule.name,
@@ -361,4 +439,5 @@ def build_rule(
         loiter_s=rule.loiter_s,
         hysteresis_px=rule.hysteresis_px,
         class_ids=_class_ids(rule.classes, labels),
+        units=rule.units,
     )

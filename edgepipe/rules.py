@@ -6,21 +6,24 @@ state is dropped when a track ends without a successor."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from edgepipe.errors import ConfigError
+from edgepipe.errors import ConfigError, FieldError
 from edgepipe.geometry import (
     ReferencePoint,
+    Units,
     distance_to_polygon_edges,
+    outside_frame,
     points_in_polygon,
     projection_on_segment,
     reference_points,
     signed_distance_to_line,
+    to_pixels,
 )
 from edgepipe.linking import Lineage, TrackLinker
 from edgepipe.types import Counts, Event, Frame, RuleCounts, Tally, Tracks
@@ -72,10 +75,31 @@ def _sighting(tracks: Tracks, row: int, frame: Frame) -> _Sighting:
     )
 
 
+def _placed(
+    field: str, points: NDArray[np.float64], units: Units, frame_hw: tuple[int, int]
+) -> NDArray[np.float64]:
+    """`points` in frame pixels for frames of `frame_hw`; a FieldError at the rule's `field` (its
+    points or polygon) naming the frame size for any point outside it."""
+    pixels = to_pixels(points, units, frame_hw)
+    outside = pixels[outside_frame(pixels, frame_hw)]
+    if len(outside):
+        height, width = frame_hw
+        shown = ", ".join(f"[{x:g}, {y:g}]" for x, y in outside.tolist())
+        raise FieldError(
+            (field,),
+            f"{shown} {'is' if len(outside) == 1 else 'are'} outside the {width}x{height} frame "
+            f"(x 0..{width}, y 0..{height}); `edgepipe snapshot` draws the frame with a pixel grid",
+        )
+    return pixels
+
+
 class Rule(Protocol):
     """What `Rules` needs from each rule."""
 
     name: str
+    frame_hw: tuple[int, int] | None
+
+    def place(self, frame_hw: tuple[int, int]) -> None: ...
 
     def update(self, tracks: Tracks, frame: Frame, lineage: Lineage | None = None) -> list[Event]: ...
 
@@ -205,12 +229,12 @@ class LineCrossing(_TrackRule):
         reference_point: ReferencePoint = "bottom_center",
         hysteresis_px: float = 10.0,
         class_ids: Collection[int] | None = None,
+        units: Units = "px",
     ) -> None:
-        self.start = np.asarray(start_xy, np.float64)
-        self.end = np.asarray(end_xy, np.float64)
-        if self.start.shape != (2,) or self.end.shape != (2,):
+        given = np.asarray([start_xy, end_xy], np.float64)
+        if given.shape != (2, 2):
             raise ConfigError(f"rule {name!r}: start and end must be [x, y] points")
-        if np.allclose(self.start, self.end):
+        if np.allclose(given[0], given[1]):
             raise ConfigError(f"rule {name!r}: start and end are the same point; draw a line of some length")
         if in_side not in ("left", "right"):
             raise ConfigError(f"rule {name!r}: in_side must be 'left' or 'right', not {in_side!r}")
@@ -224,15 +248,31 @@ class LineCrossing(_TrackRule):
             count_keys=("in", "out"),
         )
         self.in_sign = 1 if in_side == "right" else -1
+        self.units: Units = units
+        self._given = given
+        self.frame_hw: tuple[int, int] | None = None
+        self._state: dict[int, _LineState] = {}
+        # pixel rules work at once (place() only checks them against a frame); relative ones need place()
+        self._set_segment(given if units == "px" else np.full((2, 2), np.nan))
+
+    def _set_segment(self, points: NDArray[np.float64]) -> None:
+        self.start, self.end = points[0].copy(), points[1].copy()
         direction = self.end - self.start
         # signed distance changes by normal · displacement (the gradient of signed_distance_to_line)
         self._normal = np.array([-direction[1], direction[0]]) / float(np.hypot(*direction))
-        self._state: dict[int, _LineState] = {}
+
+    def place(self, frame_hw: tuple[int, int]) -> None:
+        """Fit the line to frames of (height, width) `frame_hw`: relative points become pixels; a
+        point outside the frame is a ConfigError that names the frame size."""
+        self._set_segment(_placed("points", self._given, self.units, frame_hw))
+        self.frame_hw = frame_hw
 
     def update(self, tracks: Tracks, frame: Frame, lineage: Lineage | None = None) -> list[Event]:
         """Events for this frame; call once per frame, also with no tracks (ended ids drop state).
 
         Without a `lineage` (from a TrackLinker), every ended track is released at once."""
+        if self.frame_hw is None and self.units == "relative":
+            raise RuntimeError(f"rule {self.name!r} is in relative units: place() it on the frame size first")
         lineage = lineage if lineage is not None else Lineage.unlinked(tracks.ended)
         events = self._carry_over(lineage)
         rows = _selected(tracks, self.class_ids)
@@ -359,9 +399,10 @@ class Zone(_TrackRule):
         loiter_s: float | None = None,
         hysteresis_px: float = 10.0,
         class_ids: Collection[int] | None = None,
+        units: Units = "px",
     ) -> None:
-        self.polygon = np.asarray(polygon_xy, np.float64)
-        if self.polygon.ndim != 2 or self.polygon.shape[1] != 2 or len(self.polygon) < 3:
+        given = np.asarray(polygon_xy, np.float64)
+        if given.ndim != 2 or given.shape[1] != 2 or len(given) < 3:
             raise ConfigError(f"rule {name!r}: polygon needs at least 3 [x, y] points")
         if loiter_s is not None and loiter_s <= 0:
             raise ConfigError(f"rule {name!r}: loiter_s must be > 0, not {loiter_s}")
@@ -375,12 +416,25 @@ class Zone(_TrackRule):
             count_keys=("enter", "exit") if loiter_s is None else ("enter", "exit", "loiter"),
         )
         self.loiter_s = loiter_s
+        self.units: Units = units
+        self._given = given
+        self.frame_hw: tuple[int, int] | None = None
+        # pixel zones work at once (place() only checks them against a frame); relative ones need place()
+        self.polygon = given.copy() if units == "px" else np.full_like(given, np.nan)
         self._inside: dict[int, _Inside] = {}
+
+    def place(self, frame_hw: tuple[int, int]) -> None:
+        """Fit the zone to frames of (height, width) `frame_hw`: relative points become pixels; a
+        point outside the frame is a ConfigError that names the frame size."""
+        self.polygon = _placed("polygon", self._given, self.units, frame_hw)
+        self.frame_hw = frame_hw
 
     def update(self, tracks: Tracks, frame: Frame, lineage: Lineage | None = None) -> list[Event]:
         """Events for this frame; call once per frame, also with no tracks (released ids exit here).
 
         Without a `lineage` (from a TrackLinker), every ended track is released at once."""
+        if self.frame_hw is None and self.units == "relative":
+            raise RuntimeError(f"rule {self.name!r} is in relative units: place() it on the frame size first")
         lineage = lineage if lineage is not None else Lineage.unlinked(tracks.ended)
         now = _clock(frame)
         events = self._carry_over(lineage)
@@ -450,14 +504,41 @@ class Zone(_TrackRule):
 class Rules:
     """All rules of one pipeline, updated together with one TrackLinker; events come out in rule order."""
 
-    def __init__(self, rules: Sequence[Rule], linker: TrackLinker | None = None) -> None:
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        linker: TrackLinker | None = None,
+        *,
+        locate: Callable[[FieldError], ConfigError] | None = None,
+    ) -> None:
+        """`locate` turns a problem of rule i's field (FieldError at (i, field)) into the error the
+        user sees, e.g. at the rule's line of the pipeline file (build_rules gives it); without it a
+        problem names the rule."""
         names = [rule.name for rule in rules]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"rule names must be unique; repeated: {', '.join(duplicates)}")
         self.rules: list[Rule] = list(rules)
         self.linker = linker
+        self.locate = locate
+        self.frame_hw: tuple[int, int] | None = None
         self._last_frame: Frame | None = None
+
+    def place(self, frame_hw: tuple[int, int]) -> None:
+        """Fit every rule to frames of (height, width) `frame_hw` (relative points become pixels);
+        one ConfigError with a line for each rule that does not fit in the frame."""
+        problems: list[str] = []
+        for index, rule in enumerate(self.rules):
+            try:
+                rule.place(frame_hw)
+            except FieldError as error:
+                if self.locate is None:
+                    problems.append(f"rule {rule.name!r}: {error.message}")
+                else:
+                    problems.append(str(self.locate(FieldError((index, *error.field), error.message))))
+        if problems:
+            raise ConfigError("\n".join(problems))
+        self.frame_hw = frame_hw
 
     def update(self, tracks: Tracks, frame: Frame) -> list[Event]:
         """Events of every rule for this frame; call once per frame, also when there are no tracks."""

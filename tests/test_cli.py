@@ -22,7 +22,18 @@ def edgepipe(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command() -> None:
     result = edgepipe("--help")
     assert result.returncode == 0
-    for command in ("run", "check", "eval", "detect", "track", "bench", "models", "export", "train"):
+    for command in (
+        "run",
+        "check",
+        "snapshot",
+        "eval",
+        "detect",
+        "track",
+        "bench",
+        "models",
+        "export",
+        "train",
+    ):
         assert f"    {command} " in result.stdout
 
 
@@ -61,8 +72,8 @@ def test_check_accepts_the_bundled_pipelines() -> None:
     result = edgepipe("check", "pipelines/demo.yml", "pipelines/door.yml")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "pipelines/demo.yml: ok (demo: 2 rules, model nanodet-plus-m_416_fp16.xml)",
-        "pipelines/door.yml: ok (door: 3 rules, model nanodet-plus-m_416_fp16.xml)",
+        "pipelines/demo.yml: ok (demo: 2 rules, model nanodet-plus-m_416_fp16.xml, 480x360 frames)",
+        "pipelines/door.yml: ok (door: 3 rules, model nanodet-plus-m_416_fp16.xml, 768x432 frames)",
     ]
 
 
@@ -95,6 +106,25 @@ def test_check_finds_what_only_the_model_and_the_machine_know_at_its_line(tmp_pa
     assert "Traceback" not in result.stderr
 
 
+def test_check_finds_a_rule_outside_the_frame(tmp_path: Path) -> None:
+    """A line at y = 5000 on a 432-pixel video: a finding at the rule's line that names the frame size
+    (with --no-source the frame size is unknown and the file passes)."""
+    text = (REPO / "pipelines" / "door.yml").read_text()
+    text = text.replace("[[600, 300], [600, 432]]", "[[600, 300], [600, 5000]]")
+    text = text.replace("../../shared/", str(REPO.parent / "shared") + "/").replace(
+        "../models/", str(REPO / "models") + "/"
+    )
+    path = tmp_path / "door.yml"
+    path.write_text(text)
+    result = edgepipe("check", str(path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"edgepipe: error: {path}:24: rules[1].points: [600, 5000] is outside the 768x432 frame (x 0..768, y 0..432); "
+        "`edgepipe snapshot` draws the frame with a pixel grid\n"
+    )
+    assert edgepipe("check", "--no-source", str(path)).returncode == 0
+
+
 @pytest.mark.integration
 def test_check_reports_an_unreachable_source(tmp_path: Path) -> None:
     model = REPO / "models" / "nanodet-plus-m_320_fp16.xml"
@@ -108,7 +138,7 @@ def test_check_reports_an_unreachable_source(tmp_path: Path) -> None:
     # (FFmpeg writes its own lines about the refused connection before ours)
     assert (
         result.stderr.splitlines()[-1]
-        == f"edgepipe: error: {path}: the source gave no frame within 2 s (state: ended)"
+        == f"edgepipe: error: {path}: rtsp://127.0.0.1:9/none: the source gave no frame within 2 s (state: ended)"
     )
 
 

@@ -10,8 +10,10 @@ from pydantic import ValidationError
 
 from edgepipe.config import (
     CameraSourceConfig,
+    HttpConfig,
     LineRuleConfig,
     TrackerConfig,
+    is_loopback,
     load_pipeline,
     settings_from_options,
     source_from_argument,
@@ -216,6 +218,52 @@ BROKEN = [
         "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\noutputs:\n  mqtt:\n"
         "    host: localhost\n    password_env: MQTT_PW\n",
         ":5: outputs.mqtt: a password needs a username",
+    ),
+    (
+        "relative point beyond the frame",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nrules:\n"
+        "  - type: line\n    name: d\n    units: relative\n    points: [[0.5, 0], [0.5, 1.2]]\n",
+        ":5: rules[0]: units: relative points are fractions of the frame's width and height (0..1); "
+        "[0.5, 1.2] is not (for pixels, leave out units)",
+    ),
+    (
+        "relative zone in pixels",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nrules:\n"
+        "  - type: zone\n    name: z\n    units: relative\n    polygon: [[0, 0], [300, 0], [300, 200]]\n",
+        ":5: rules[0]: units: relative points are fractions of the frame's width and height (0..1); "
+        "[300, 0], [300, 200] are not",
+    ),
+    (
+        "unknown units",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nrules:\n"
+        "  - type: line\n    name: d\n    units: percent\n    points: [[0, 0], [1, 1]]\n",
+        ":7: rules[0].units: 'percent': input should be 'px' or 'relative'",
+    ),
+    (
+        "http on all interfaces without a token",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nhttp:\n  host: 0.0.0.0\n",
+        ":4: http: host 0.0.0.0 is reachable from other machines: give token_file or token_env (or listen on 127.0.0.1)",
+    ),
+    (
+        "inline http token",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nhttp:\n  token: abc\n",
+        ":4: http: inline 'token' is not accepted: use token_file or token_env",
+    ),
+    (
+        "two token sources",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nhttp:\n"
+        "  token_env: A\n  token_file: v.mp4\n",
+        ":4: http: give token_file or token_env, not both",
+    ),
+    (
+        "missing token file",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nhttp:\n  token_file: nope\n",
+        ":5: http.token_file: token file ",
+    ),
+    (
+        "stream rate out of bounds",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\nhttp:\n  stream_fps: 100\n",
+        ":5: http.stream_fps: 100 is not between 0 and 30",
     ),
 ]
 
@@ -495,3 +543,59 @@ def test_tracker_defaults_are_the_occlusion_tracker_and_sort_keeps_its_own() -> 
     assert (sort.max_age, sort.min_hits, sort.iou_threshold) == (3, 3, 0.3)
     # A dumped config holds every field and loads again (as `--source` does).
     assert TrackerConfig.model_validate(sort.model_dump()) == sort
+
+
+def test_relative_rules_load_as_given(tmp_path: Path, model_file: Path, video_file: Path) -> None:
+    text = VALID.replace(
+        "    points: [[0, 10], [100, 10]]", "    units: relative\n    points: [[0, 0.5], [1, 0.5]]"
+    )
+    cfg = load_pipeline(write(tmp_path, text))
+    rule = cfg.rules[0]
+    assert rule.type == "line" and rule.units == "relative" and rule.points == [(0.0, 0.5), (1.0, 0.5)]
+    assert load_pipeline(write(tmp_path, VALID)).rules[0].units == "px"  # pixels unless told
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.53", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.20", False),
+        ("edge-box.local", False),
+    ],
+)
+def test_only_loopback_addresses_go_without_a_token(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+    if loopback:
+        assert HttpConfig(host=host).token() is None
+    else:
+        with pytest.raises(ValidationError, match="give token_file or token_env"):
+            HttpConfig(host=host)
+
+
+def test_the_http_token_is_read_from_a_file_or_the_environment_and_never_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "0123456789abcdef0123"
+    (tmp_path / "token").write_text(token + "\n")
+    settings = HttpConfig(host="0.0.0.0", token_file=tmp_path / "token")
+    secret = settings.token()
+    assert secret is not None and secret.get_secret_value() == token
+    assert token not in repr(settings) and token not in str(secret)
+    monkeypatch.setenv("EDGEPIPE_TEST_TOKEN", token)
+    assert HttpConfig(host="0.0.0.0", token_env="EDGEPIPE_TEST_TOKEN").token().get_secret_value() == token  # type: ignore[union-attr]
+    monkeypatch.setenv("EDGEPIPE_TEST_TOKEN", "short")
+    with pytest.raises(ConfigError) as caught:
+        HttpConfig(host="0.0.0.0", token_env="EDGEPIPE_TEST_TOKEN").token()
+    assert str(caught.value) == (
+        "HTTP token variable EDGEPIPE_TEST_TOKEN: the token has 5 characters, fewer than 16 "
+        "(make one with `openssl rand -hex 16`)"
+    )
+    assert "short" not in str(caught.value)  # the value itself is never shown
+    monkeypatch.delenv("EDGEPIPE_TEST_TOKEN")
+    with pytest.raises(ConfigError, match=r"^HTTP token variable EDGEPIPE_TEST_TOKEN is not set$"):
+        HttpConfig(token_env="EDGEPIPE_TEST_TOKEN").token()

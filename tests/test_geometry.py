@@ -9,10 +9,12 @@ from edgepipe.geometry import (
     box_iou,
     distance_to_polygon_edges,
     nms,
+    outside_frame,
     points_in_polygon,
     projection_on_segment,
     reference_points,
     signed_distance_to_line,
+    to_pixels,
 )
 
 # A U shape (concave): the notch x in (100, 200), y in (0, 200) is outside.
@@ -163,3 +165,15 @@ def test_signed_distance_and_projection_on_a_left_to_right_line(
     points = np.array([point], np.float64)
     assert signed_distance_to_line(points, (0, 0), (100, 0))[0] == pytest.approx(distance)
     assert projection_on_segment(points, (0, 0), (100, 0))[0] == pytest.approx(along)
+
+
+def test_to_pixels_scales_relative_points_by_width_and_height() -> None:
+    points = np.array([[0.0, 0.0], [0.5, 0.25], [1.0, 1.0]])
+    assert to_pixels(points, "relative", (360, 480)).tolist() == [[0, 0], [240, 90], [480, 360]]
+    pixels = to_pixels(points, "px", (360, 480))
+    assert pixels.tolist() == points.tolist() and pixels is not points
+
+
+def test_outside_frame_keeps_the_edges_inside() -> None:
+    points = np.array([[0, 0], [480, 360], [480.5, 10], [-1, 10], [10, 361], [240, 180]])
+    assert outside_frame(points, (360, 480)).tolist() == [False, False, True, True, True, False]

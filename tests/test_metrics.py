@@ -1,12 +1,17 @@
-"""Metrics: windowed rates and latencies on a fake clock, the status snapshot, Prometheus text."""
+"""Metrics: windowed rates and latencies on a fake clock, the status snapshot, and /metrics through
+prometheus-client (read back with its own parser)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
-from edgepipe.metrics import MAX_SAMPLES, Metrics, log_line, prometheus_text
+from edgepipe.metrics import MAX_SAMPLES, LoopReading, Metrics, PrometheusMetrics, log_line
+from edgepipe.sources import SourceStats
+from edgepipe.types import Event
 
 
 class FakeClock:
@@ -114,23 +119,89 @@ def test_log_line(clocks: tuple[FakeClock, FakeClock]) -> None:
     )
 
 
-def test_prometheus_text(clocks: tuple[FakeClock, FakeClock]) -> None:
+def _families(metrics: PrometheusMetrics) -> dict[str, Metric]:
+    text = metrics.exposition().decode()
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def _value(family: Metric, sample_name: str, **labels: str) -> float:
+    found = [s.value for s in family.samples if s.name == sample_name and s.labels == labels]
+    assert len(found) == 1, (sample_name, labels, family.samples)
+    return float(found[0])
+
+
+def test_prometheus_counts_frames_events_and_latencies_per_pipeline(
+    clocks: tuple[FakeClock, FakeClock],
+) -> None:
+    """The loop's Metrics feeds the process's registry; the exposition parses with prometheus-client's
+    own parser, and each figure is where it belongs."""
     mono, wall = clocks
-    metrics = Metrics("door", clock=mono, wall_clock=wall)
-    run_frames(metrics, mono, wall, n=11, interval_s=0.1, age_s=0.25)
-    text = prometheus_text([metrics.snapshot(source_state="connected", dropped_frames=2, outbox_depth=7)])
-    lines = text.splitlines()
-    assert "# TYPE edgepipe_frames_total counter" in lines
-    assert 'edgepipe_frames_total{pipeline="door"} 11' in lines
-    assert 'edgepipe_fps{pipeline="door"} 10' in lines
-    assert 'edgepipe_frame_age_seconds{pipeline="door",quantile="0.95"} 0.25' in lines
-    assert 'edgepipe_stage_latency_seconds{pipeline="door",stage="detect"} 0.04' in lines
-    assert 'edgepipe_dropped_frames_total{pipeline="door"} 2' in lines
-    assert 'edgepipe_outbox_depth{pipeline="door"} 7' in lines
-    assert 'edgepipe_source_state{pipeline="door",state="connected"} 1' in lines
-    assert 'edgepipe_source_state{pipeline="door",state="reconnecting"} 0' in lines
-    # each family declared once even with two pipelines
-    two = prometheus_text([metrics.snapshot(), Metrics("yard", clock=mono, wall_clock=wall).snapshot()])
-    assert two.count("# TYPE edgepipe_frames_total counter") == 1
-    assert 'edgepipe_frames_total{pipeline="yard"} 0' in two.splitlines()
-    assert text.endswith("\n")
+    prometheus = PrometheusMetrics()
+    door = Metrics("door", clock=mono, wall_clock=wall, prometheus=prometheus.pipeline("door"))
+    yard = Metrics("yard", clock=mono, wall_clock=wall, prometheus=prometheus.pipeline("yard"))
+    run_frames(door, mono, wall, n=11, interval_s=0.1, age_s=0.25)
+    run_frames(yard, mono, wall, n=3, interval_s=0.1, age_s=2.0)
+    event = Event("line_cross", "door", "entry", 7, "person", 0.9, (0, 0, 1, 1), 3, 0.0, direction="in")
+    door.event(event)
+    door.event(event)
+    door.event(Event("zone_enter", "door", "table", 7, "person", 0.9, (0, 0, 1, 1), 3, 0.0))
+    families = _families(prometheus)
+    frames = families["edgepipe_frames"]
+    assert frames.type == "counter"
+    assert _value(frames, "edgepipe_frames_total", pipeline="door") == 11
+    assert _value(frames, "edgepipe_frames_total", pipeline="yard") == 3
+    events = families["edgepipe_events"]
+    entry = {"pipeline": "door", "rule": "entry", "type": "line_cross", "direction": "in", "label": "person"}
+    assert _value(events, "edgepipe_events_total", **entry) == 2
+    table = {"pipeline": "door", "rule": "table", "type": "zone_enter", "direction": "", "label": "person"}
+    assert _value(events, "edgepipe_events_total", **table) == 1
+    stages = families["edgepipe_stage_seconds"]
+    assert stages.type == "histogram"
+    assert _value(stages, "edgepipe_stage_seconds_count", pipeline="door", stage="detect") == 11
+    assert _value(stages, "edgepipe_stage_seconds_sum", pipeline="door", stage="detect") == pytest.approx(
+        0.44
+    )
+    # 40 ms: not within 25 ms, within 50 ms
+    assert _value(stages, "edgepipe_stage_seconds_bucket", pipeline="door", stage="detect", le="0.025") == 0
+    assert _value(stages, "edgepipe_stage_seconds_bucket", pipeline="door", stage="detect", le="0.05") == 11
+    age = families["edgepipe_frame_age_seconds"]
+    assert _value(age, "edgepipe_frame_age_seconds_bucket", pipeline="yard", le="1.0") == 0
+    assert _value(age, "edgepipe_frame_age_seconds_bucket", pipeline="yard", le="2.5") == 3
+    assert "process_cpu_seconds" in families  # the process collector, on this registry
+
+
+def test_prometheus_reads_sources_and_outbox_when_scraped() -> None:
+    readings = [LoopReading("door", SourceStats("reconnecting", 120, 4, 2), 7)]
+    families = _families(PrometheusMetrics(lambda: readings))
+    assert _value(families["edgepipe_dropped_frames"], "edgepipe_dropped_frames_total", pipeline="door") == 4
+    assert (
+        _value(families["edgepipe_source_reconnects"], "edgepipe_source_reconnects_total", pipeline="door")
+        == 2
+    )
+    assert _value(families["edgepipe_outbox_depth"], "edgepipe_outbox_depth", pipeline="door") == 7
+    state = families["edgepipe_source_state"]
+    assert {s.labels["state"]: s.value for s in state.samples} == {
+        "connecting": 0,
+        "connected": 0,
+        "reconnecting": 1,
+        "failed": 0,
+        "ended": 0,
+    }
+    readings[0] = LoopReading("door", SourceStats("connected", 130, 4, 3), None)  # no outbox: no sample
+    families = _families(PrometheusMetrics(lambda: readings))
+    assert families["edgepipe_outbox_depth"].samples == []
+    assert (
+        _value(families["edgepipe_source_state"], "edgepipe_source_state", pipeline="door", state="connected")
+        == 1
+    )
+
+
+def test_two_processes_worth_of_metrics_do_not_share_state() -> None:
+    """Each PrometheusMetrics has its own registry: nothing lands in prometheus-client's global one."""
+    from prometheus_client import REGISTRY
+
+    first, second = PrometheusMetrics(), PrometheusMetrics()
+    first.pipeline("door").frames.inc()
+    assert _value(_families(first)["edgepipe_frames"], "edgepipe_frames_total", pipeline="door") == 1
+    assert _families(second)["edgepipe_frames"].samples == []
+    assert REGISTRY.get_sample_value("edgepipe_frames_total", {"pipeline": "door"}) is None

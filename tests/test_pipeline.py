@@ -148,3 +148,80 @@ def test_door_counts_each_person_in_at_the_entry_and_out_at_the_exit(
     assert all(moves == [("entry", "in"), ("exit", "out")] for moves in by_track.values()), by_track
     assert "door: entry: in 6, out 0" in result.stderr
     assert "door: exit: in 0, out 6" in result.stderr
+
+
+class RecordingWatcher:
+    """A Watcher that writes down what the loop hands it, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def started(self, scene: object) -> None:
+        self.calls.append(("started", scene))
+
+    def frame(self, result: object) -> None:
+        self.calls.append(("frame", result))
+
+    def counts(self, counts: object) -> None:
+        self.calls.append(("counts", counts))
+
+    def beat(self, beat: object) -> None:
+        self.calls.append(("beat", beat))
+
+    def stopped(self) -> None:
+        self.calls.append(("stopped", None))
+
+
+def test_the_loop_hands_its_watcher_each_frame_count_change_and_heartbeat(tmp_path: Path) -> None:
+    """No model: a scripted person walks across a line given in relative units. The watcher learns of
+    the placed rules before the first frame (an image folder knows its frame size only then), gets
+    every result in order, the counts at the start and at each change (a new dict each time), a
+    heartbeat after each frame and `stopped` last."""
+    from edgepipe.draw import LineShape
+    from edgepipe.pipeline import Beat
+    from tests.fixtures.scripted import FRAMES, scripted_pipeline, write_frames
+
+    watcher = RecordingWatcher()
+    pipeline = scripted_pipeline(
+        write_frames(tmp_path / "frames"), tmp_path / "events.jsonl", watcher=watcher
+    )
+    results = list(pipeline.results())
+    kinds = [kind for kind, _ in watcher.calls]
+    assert kinds[0] == "counts" and kinds[1] == "started" and kinds[2] == "frame"
+    assert kinds[-1] == "stopped"
+    scene = watcher.calls[1][1]
+    assert scene.rules[0] == LineShape("door", (100.0, 10.0), (100.0, 110.0), -1)  # type: ignore[attr-defined]
+    frames = [value for kind, value in watcher.calls if kind == "frame"]
+    assert frames == results and len(frames) == FRAMES
+    counts = [value for kind, value in watcher.calls if kind == "counts"]
+    assert counts[0] == {
+        "door": {"in": 0, "out": 0, "by_label": {}},
+        "right": {"occupancy": 0, "enter": 0, "exit": 0, "by_label": {}},
+    }
+    assert counts[-1] == pipeline.rules.counts()  # after the closing exit
+    assert len(counts) == 4 and len({id(c) for c in counts}) == 4  # start, crossing, enter, closing exit
+    beats = [value for kind, value in watcher.calls if kind == "beat"]
+    assert all(isinstance(b, Beat) for b in beats)
+    assert [b.frames for b in beats] == list(range(1, FRAMES + 1))  # type: ignore[attr-defined]
+    assert beats[-1].source.frames_read == FRAMES  # type: ignore[attr-defined]
+    assert beats[-1].status is not None  # type: ignore[attr-defined]
+    # a frame's counts come before its result (the rules ran first), its heartbeat right after it
+    assert all(kinds[i + 1] == "beat" for i, kind in enumerate(kinds) if kind == "frame")
+
+
+def test_a_rule_outside_the_frame_stops_the_run_naming_the_frame_size(tmp_path: Path) -> None:
+    from edgepipe.errors import ConfigError
+    from edgepipe.rules import LineCrossing, Rules
+    from tests.fixtures.scripted import scripted_pipeline, write_frames
+
+    pipeline = scripted_pipeline(write_frames(tmp_path / "frames", 3), tmp_path / "events.jsonl")
+    pipeline.rules = Rules(
+        [LineCrossing("door", (100, 10), (100, 5000), pipeline="scripted", labels=("person",))]
+    )
+    with pytest.raises(ConfigError) as caught:
+        pipeline.run()
+    assert str(caught.value) == (
+        "rule 'door': [100, 5000] is outside the 200x120 frame (x 0..200, y 0..120); "
+        "`edgepipe snapshot` draws the frame with a pixel grid"
+    )
+    assert pipeline.stats.frames == 0

@@ -629,3 +629,54 @@ def test_counts_per_label() -> None:
         "by_label": {"car": {"in": 1, "out": 0}, "person": {"in": 2, "out": 0}},
     }
     assert rules.counts()["counter"]["by_label"] == {"person": {"occupancy": 2, "enter": 2, "exit": 0}}
+
+
+# ---------------------------------------------------------------- placing rules on the frame size
+def test_a_relative_line_counts_like_the_same_line_in_pixels() -> None:
+    """units: relative: x fractions of the width, y of the height; placed on 400x200 frames, the line
+    (0, 0.5) → (0.5, 0.5) is the pixel line (0, 100) → (200, 100) and counts the same."""
+    relative = LineCrossing("door", (0, 0.5), (0.5, 0.5), pipeline="p", labels=LABELS, units="relative")
+    relative.place((200, 400))
+    assert relative.start.tolist() == [0.0, 100.0] and relative.end.tolist() == [200.0, 100.0]
+    path = [(50, 60), (50, 80), (50, 112), (50, 130), (150, 130), (150, 80)]
+    assert (
+        summary(run_path(relative, path))
+        == summary(run_path(door(), path))
+        == [
+            ("line_cross", 1, 2, "in"),
+            ("line_cross", 1, 5, "out"),
+        ]
+    )
+
+
+def test_a_relative_zone_is_scaled_by_width_and_height() -> None:
+    rule = Zone("z", [(0, 0), (0.5, 0), (0.5, 1)], pipeline="p", labels=LABELS, units="relative")
+    rule.place((360, 480))
+    assert rule.polygon.tolist() == [[0.0, 0.0], [240.0, 0.0], [240.0, 360.0]]
+
+
+def test_a_relative_rule_must_be_placed_before_it_counts() -> None:
+    rule = LineCrossing("door", (0, 0.5), (1, 0.5), pipeline="p", labels=LABELS, units="relative")
+    with pytest.raises(RuntimeError, match="relative units: place"):
+        rule.update(tracks([]), frame(0))
+
+
+def test_rules_outside_the_frame_are_one_error_naming_the_frame_size() -> None:
+    rules = Rules(
+        [
+            LineCrossing("entry", (250, 300), (560, 5000), pipeline="p", labels=LABELS),
+            LineCrossing("inside", (0, 0), (480, 360), pipeline="p", labels=LABELS),  # corners are inside
+            Zone("table", [(300, 150), (600, 150), (600, 432)], pipeline="p", labels=LABELS),
+        ]
+    )
+    with pytest.raises(ConfigError) as caught:
+        rules.place((360, 480))
+    assert str(caught.value).splitlines() == [
+        "rule 'entry': [560, 5000] is outside the 480x360 frame (x 0..480, y 0..360); "
+        "`edgepipe snapshot` draws the frame with a pixel grid",
+        "rule 'table': [600, 150], [600, 432] are outside the 480x360 frame (x 0..480, y 0..360); "
+        "`edgepipe snapshot` draws the frame with a pixel grid",
+    ]
+    assert rules.frame_hw is None
+    rules.place((5000, 768))  # the same rules fit a bigger frame
+    assert rules.frame_hw == (5000, 768)

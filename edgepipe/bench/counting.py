@@ -11,7 +11,6 @@ the table, `--json` for the numbers a regression file stores.
 from __future__ import annotations
 
 import argparse
-import configparser
 import json
 import sys
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from edgepipe.config_errors import message
 from edgepipe.errors import ConfigError, EdgepipeError
 from edgepipe.evaluate.counting import CountReport, RuleEvent, compare, run_rules
 from edgepipe.linking import TrackLinker
-from edgepipe.mot import read_detections, read_trajectories
+from edgepipe.mot import read_detections, read_seqinfo, read_trajectories
 from edgepipe.pipeline import build_rule
 from edgepipe.rules import Rules
 from edgepipe.track import SortTracker
@@ -72,10 +71,10 @@ def read_lines(path: Path) -> list[SequenceLines]:
 
 def frame_rate(sequence_dir: Path) -> float:
     """`frameRate` of the sequence's seqinfo.ini."""
-    info = configparser.ConfigParser()
-    if not info.read(sequence_dir / "seqinfo.ini"):
+    info = read_seqinfo(sequence_dir / "seqinfo.ini")
+    if info is None:
         raise EdgepipeError(f"cannot read {sequence_dir / 'seqinfo.ini'}")
-    return float(info["Sequence"]["frameRate"])
+    return info.frame_rate
 
 
 def sort_tracks(det_path: Path, last_frame: int) -> dict[int, Tracks]:

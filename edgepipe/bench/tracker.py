@@ -66,7 +66,8 @@ def find_sequences(data_dir: Path) -> list[Sequence]:
     for det in found:
         folder = det.parent.parent
         gt = folder / "gt" / "gt.txt"
-        fps, frames = read_seqinfo(folder / "seqinfo.ini")
+        info = read_seqinfo(folder / "seqinfo.ini")
+        fps, frames = (info.frame_rate, info.length) if info is not None else (None, None)
         sequences.append(Sequence(folder.name, det, gt if gt.is_file() else None, fps, frames))
     return sequences
 

@@ -5,11 +5,12 @@ Modules import what they need inside `main`, so `edgepipe --help` is instant.
 
 from __future__ import annotations
 
-from edgepipe.commands import bench, check, detect, eval, export, models, run, track, train
+from edgepipe.commands import bench, check, detect, eval, export, models, run, snapshot, track, train
 
 ALL = (
     run,
     check,
+    snapshot,
     eval,
     detect,
     track,

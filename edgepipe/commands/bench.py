@@ -1,4 +1,4 @@
-"""`edgepipe bench tracker|detector|train`: speed as ratios against a baseline measured in the same run."""
+"""`edgepipe bench tracker|detector|page|train`: speed as ratios against a baseline measured in the same run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "bench", help="benchmarks: speed as ratios against a baseline measured in the same run"
     )
-    what = p.add_subparsers(dest="bench_target", required=True, metavar="{tracker,detector,train}")
+    what = p.add_subparsers(dest="bench_target", required=True, metavar="{tracker,detector,page,train}")
 
     tracker = what.add_parser(
         "tracker", help="SORT on MOT sequences: MOTA/IDF1 and speed against a PyPI SORT"
@@ -42,6 +42,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     detector.add_argument("--no-speed", action="store_true", help="skip the speed runs (with --coco)")
     detector.set_defaults(handler=bench_detector)
+
+    page = what.add_parser(
+        "page",
+        help="what watching costs: loop fps with one live viewer vs none, and with the server vs without",
+    )
+    page.add_argument("pipeline", metavar="PIPELINE.yml", help="a pipeline with a video file source")
+    page.add_argument("--pairs", type=int, default=10, metavar="N", help="idle/watched segment pairs (10)")
+    page.add_argument("--segment-frames", type=int, default=100, metavar="N", help="frames per segment (100)")
+    page.add_argument("--rounds", type=int, default=3, metavar="N", help="off/idle pairs of whole runs (3)")
+    page.add_argument("--frames", type=int, default=300, metavar="N", help="frames per whole run (300)")
+    page.add_argument(
+        "--stream-fps",
+        type=float,
+        default=5.0,
+        metavar="F",
+        help="the viewer's picture rate, http.stream_fps (5)",
+    )
+    page.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    page.set_defaults(handler=bench_page)
 
     from edgepipe.bench.train import add_arguments as add_train_arguments
 
@@ -75,6 +94,32 @@ def bench_detector(args: argparse.Namespace) -> int:
     from edgepipe.bench.detector import bench_command
 
     return bench_command(args)
+
+
+def bench_page(args: argparse.Namespace) -> int:
+    import json
+
+    from edgepipe.bench.page import format_report, prepared, report, watched_segments, whole_runs
+    from edgepipe.config import HttpConfig, load_pipeline, settings_from_options
+    from edgepipe.detect import ModelPool
+
+    for option, value, least in (
+        ("--pairs", args.pairs, 1),
+        ("--segment-frames", args.segment_frames, 10),
+        ("--rounds", args.rounds, 0),
+        ("--frames", args.frames, 10),
+    ):
+        if value < least:
+            raise ConfigError(f"{option} {value}: expected at least {least}")
+    http = settings_from_options(HttpConfig, {"stream_fps": args.stream_fps}, {"stream_fps": "--stream-fps"})
+    cfg, pool = prepared(load_pipeline(args.pipeline)), ModelPool()
+    segments = watched_segments(
+        cfg, pairs=args.pairs, segment_frames=args.segment_frames, stream_fps=http.stream_fps, pool=pool
+    )
+    runs = whole_runs(cfg, rounds=args.rounds, frames=args.frames, pool=pool)
+    summary = report(segments, runs, http.stream_fps)
+    print(json.dumps(summary, indent=2) if args.json else format_report(summary))
+    return 0
 
 
 def bench_train(args: argparse.Namespace) -> int:

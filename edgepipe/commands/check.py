@@ -1,18 +1,11 @@
-"""`edgepipe check`: validate pipeline files, their models and rules, and that each source answers."""
+"""`edgepipe check`: validate pipeline files, their models and rules, and that each source answers
+with frames the rules fit in."""
 
 from __future__ import annotations
 
 import argparse
-import threading
-from typing import TYPE_CHECKING
 
-from edgepipe.errors import ConfigError, EdgepipeError, SourceError
-
-if TYPE_CHECKING:
-    from edgepipe.sources import Source
-
-
-LOCAL_OPEN_TIMEOUT_S = 10.0  # a file or folder that gives no frame in this long is broken
+from edgepipe.errors import ConfigError, EdgepipeError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,44 +17,40 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     from edgepipe.commands.run import load_all
+    from edgepipe.commands.snapshot import LOCAL_OPEN_TIMEOUT_S, take_frame
     from edgepipe.config import LiveSourceConfig
     from edgepipe.detect import ModelPool
     from edgepipe.pipeline import prepare
+    from edgepipe.web import process_settings
 
     configs = load_all(args.pipelines)
     pool = ModelPool()
     problems: list[str] = []
+    try:
+        settings = process_settings(list(zip(args.pipelines, configs, strict=True)))
+        if settings is not None:
+            settings.token()
+    except EdgepipeError as error:
+        problems.append(str(error))
     for path, cfg in zip(args.pipelines, configs, strict=True):
         try:
             ready = prepare(cfg, pool)  # exactly what `edgepipe run` checks before its first frame
+            frame_size = ""
             if not args.no_source:
                 spec = cfg.source
                 timeout_s = (
                     spec.open_timeout_s if isinstance(spec, LiveSourceConfig) else LOCAL_OPEN_TIMEOUT_S
                 )
-                _probe_source(ready.source, timeout_s)
+                image = take_frame(ready.source, timeout_s=timeout_s).image
+                ready.rules.place((image.shape[0], image.shape[1]))  # every rule inside the frame
+                frame_size = f", {image.shape[1]}x{image.shape[0]} frames"
         except ConfigError as error:  # already FILE:LINE: field
-            problems.append(str(error))
+            problems.extend(str(error).splitlines())
             continue
         except EdgepipeError as error:
-            problems.append(f"{path}: {error}")
+            problems.extend(f"{path}: {line}" for line in str(error).splitlines())
             continue
-        print(f"{path}: ok ({cfg.name}: {len(cfg.rules)} rules, model {cfg.detector.model.name})")
+        print(f"{path}: ok ({cfg.name}: {len(cfg.rules)} rules, model {cfg.detector.model.name}{frame_size})")
     if problems:
         raise ConfigError("\n".join(problems))
     return 0
-
-
-def _probe_source(source: Source, timeout_s: float) -> None:
-    """Open the source and read one frame, so an unreachable camera shows up now."""
-    # a live source retries forever by design; the timer turns that into a clear answer
-    timer = threading.Timer(timeout_s, source.stop)
-    timer.start()
-    try:
-        with source:
-            for frame in source.frames():
-                if frame is not None:
-                    return
-    finally:
-        timer.cancel()
-    raise SourceError(f"the source gave no frame within {timeout_s:g} s (state: {source.stats().state})")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgepipe.errors import OutputError, SourceError
+from edgepipe.errors import SourceError
 
 if TYPE_CHECKING:
     from edgepipe.detect import Detector
@@ -79,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _detect_image(detector: Detector, path: Path, args: argparse.Namespace) -> int:
-    from edgepipe.preview import draw_detections
+    from edgepipe.draw import draw_detections, write_image
     from edgepipe.sources import read_image
     from edgepipe.types import Frame
 
@@ -93,62 +93,37 @@ def _detect_image(detector: Detector, path: Path, args: argparse.Namespace) -> i
             print(f"{item['label']} {item['score']:.3f} {item['bbox']}")
         print(f"{path.name}: {len(found)} detections", file=sys.stderr)
     if args.out:
-        _write_image(Path(args.out), draw_detections(image, detections, detector.labels))
+        canvas = image.copy()
+        draw_detections(canvas, detections, detector.labels)
+        write_image(Path(args.out), canvas, "--out")
     return 0
 
 
-def _write_image(path: Path, image: Any) -> None:
-    import cv2
-
-    ok, encoded = cv2.imencode(path.suffix or ".jpg", image)
-    if not ok:
-        raise OutputError(
-            f"--out {path}: cannot encode an image with suffix {path.suffix!r}; use .jpg or .png"
-        )
-    try:
-        encoded.tofile(path)
-    except OSError as error:
-        raise OutputError(f"--out {path}: cannot write: {error.strerror}") from None
-
-
 def _detect_video(detector: Detector, path: Path, args: argparse.Namespace) -> int:
-    import cv2
-
     from edgepipe.config import FileSourceConfig
-    from edgepipe.preview import draw_detections
+    from edgepipe.draw import VideoFile, draw_detections
     from edgepipe.sources import FileSource
 
     source = FileSource(FileSourceConfig(path=path))
-    writer: Any = None
     frames = 0
-    try:
-        with source:
-            for item in detector.stream(source.frames()):
-                if item is None:
-                    continue
-                frame, detections = item
-                frames += 1
-                found = detections_json(detections, detector.labels)
-                if args.json:
-                    print(json.dumps({"frame": frame.index, "detections": found}))
-                else:
-                    summary = ", ".join(f"{d['label']} {d['score']:.2f}" for d in found)
-                    print(f"frame {frame.index}: {len(found)} detections{': ' if found else ''}{summary}")
-                if args.out:
-                    if writer is None:
-                        height, width = frame.image.shape[:2]
-                        fourcc = cv2.VideoWriter.fourcc(*"mp4v")
-                        writer = cv2.VideoWriter(args.out, fourcc, source.fps or 25.0, (width, height))
-                        if not writer.isOpened():
-                            raise OutputError(
-                                f"--out {args.out}: cannot open a video writer; use a .mp4 name"
-                            )
-                    writer.write(draw_detections(frame.image, detections, detector.labels))
-                if args.max_frames is not None and frames >= args.max_frames:
-                    break
-    finally:
-        if writer is not None:
-            writer.release()
+    with source, VideoFile(Path(args.out or "-"), source.fps or 25.0, "--out") as video:
+        for item in detector.stream(source.frames()):
+            if item is None:
+                continue
+            frame, detections = item
+            frames += 1
+            found = detections_json(detections, detector.labels)
+            if args.json:
+                print(json.dumps({"frame": frame.index, "detections": found}))
+            else:
+                summary = ", ".join(f"{d['label']} {d['score']:.2f}" for d in found)
+                print(f"frame {frame.index}: {len(found)} detections{': ' if found else ''}{summary}")
+            if args.out:
+                canvas = frame.image.copy()
+                draw_detections(canvas, detections, detector.labels)
+                video.write(canvas)
+            if args.max_frames is not None and frames >= args.max_frames:
+                break
     if frames == 0:
         raise SourceError(f"cannot read any frame from {path}: is it an image or a video?")
     return 0

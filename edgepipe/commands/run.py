@@ -1,4 +1,5 @@
-"""`edgepipe run`: load pipeline files, build them, run them to their end, print a summary."""
+"""`edgepipe run`: load pipeline files, build them, run them to their end, print a summary; with
+`http:` (or --http) serve the live page, /metrics and /healthz meanwhile; --annotate writes the video."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from edgepipe.errors import ConfigError, OutputError
 from edgepipe.types import Counts, totals
 
 if TYPE_CHECKING:  # imported when the command runs: `edgepipe --help` stays instant
-    from edgepipe.config import PipelineConfig
+    from edgepipe.config import HttpConfig, PipelineConfig
+    from edgepipe.draw import Scene, VideoFile
     from edgepipe.pipeline import Pipeline, RunStats
     from edgepipe.types import FrameResult
 
@@ -31,6 +34,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--tracks",
         metavar="PATH",
         help="write every reported track of every frame to PATH as MOTChallenge rows (for `edgepipe eval`)",
+    )
+    p.add_argument(
+        "--annotate",
+        metavar="OUT.mp4",
+        help="write the run's video with boxes, track ids and trails, the rules with live counts, fps and time",
+    )
+    p.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        help="serve the live page, /metrics and /healthz on HOST:PORT (default host 127.0.0.1); "
+        "the pipeline file's http: settings apply otherwise, its token included",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.set_defaults(handler=main)
@@ -116,24 +130,51 @@ def main(args: argparse.Namespace) -> int:
     with Runtime(Notifier()) as runtime:
         from edgepipe.config import source_from_argument
         from edgepipe.detect import ModelPool
+        from edgepipe.draw import VideoFile
         from edgepipe.mot import TracksWriter
         from edgepipe.pipeline import build
+        from edgepipe.web import Web
 
         configs = load_all(args.pipelines)
-        if len(configs) != 1 and (args.source is not None or args.tracks is not None):
-            raise ConfigError("--source and --tracks are for one pipeline; give exactly one PIPELINE.yml")
+        one_only = [
+            option for option in ("source", "tracks", "annotate") if getattr(args, option) is not None
+        ]
+        if len(configs) != 1 and one_only:
+            options = " and ".join(f"--{option}" for option in one_only)
+            verb = "is" if len(one_only) == 1 else "are"
+            raise ConfigError(f"{options} {verb} for one pipeline; give exactly one PIPELINE.yml")
         if args.source is not None:
             configs = [source_from_argument(args.source, configs[0])]
-        pool = ModelPool()  # one OpenVINO core, one compiled model per (model, device) for every pipeline
-        pipelines = [build(cfg, pool, events_path=args.events, max_frames=args.max_frames) for cfg in configs]
-        runtime.attach(pipelines)
-        progress = _progress_bar(pipelines[0], args) if len(pipelines) == 1 else None
+        settings = http_settings(args.http, list(zip(args.pipelines, configs, strict=True)))
+        web = Web(settings, [cfg.name for cfg in configs]) if settings is not None else None
         with contextlib.ExitStack() as outputs:
+            if web is not None:  # bound before the model compiles: a port in use fails at once
+                outputs.enter_context(web.server)
+            pool = ModelPool()  # one OpenVINO core, one compiled model per (model, device) for every pipeline
+            pipelines = [
+                build(
+                    cfg,
+                    pool,
+                    events_path=args.events,
+                    max_frames=args.max_frames,
+                    watcher=web.views[cfg.name] if web is not None else None,
+                    prometheus=web.prometheus.pipeline(cfg.name) if web is not None else None,
+                )
+                for cfg in configs
+            ]
+            runtime.attach(pipelines)
+            progress = _progress_bar(pipelines[0], args) if len(pipelines) == 1 else None
             tracks_file = outputs.enter_context(TracksWriter(args.tracks)) if args.tracks else None
+            annotation = None
+            if args.annotate is not None:
+                video = VideoFile(Path(args.annotate), pipelines[0].source.fps or 10.0, "--annotate")
+                annotation = Annotation(pipelines[0], outputs.enter_context(video))
 
             def each_frame(result: FrameResult, stats: RunStats) -> None:
                 if tracks_file is not None:
                     tracks_file.write(result.frame.index, result.tracks)
+                if annotation is not None:
+                    annotation.write(result, stats)
                 if progress is not None:
                     progress.update(stats.frames, stats.fps)
 
@@ -153,6 +194,52 @@ def main(args: argparse.Namespace) -> int:
             + ", ".join(f"{name} {count}" for name, count in lost.items())
         )
     return 0
+
+
+def http_settings(option: str | None, files: Sequence[tuple[str, PipelineConfig]]) -> HttpConfig | None:
+    """The process's web server settings: the files' http: section, with --http's address over it."""
+    from pydantic import ValidationError
+
+    from edgepipe.config import HttpConfig
+    from edgepipe.config_errors import message
+    from edgepipe.web import process_settings
+
+    settings = process_settings(files)
+    if option is None:
+        return settings
+    host, _, port = option.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"--http {option}: expected [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080")
+    data = settings.model_dump() if settings is not None else {}
+    data.update(port=int(port), **({"host": host.strip("[]")} if host else {}))
+    try:
+        return HttpConfig.model_validate(data)
+    except ValidationError as error:
+        details = "; ".join(message(e, tuple(e["loc"]), HttpConfig) for e in error.errors(include_url=False))
+        raise ConfigError(f"--http {option}: {details}") from None
+
+
+class Annotation:
+    """--annotate: every frame of one pipeline drawn (tracks with trails, rules with their counts, fps
+    and time) into a video file, on the loop's thread: every frame, at the cost of the loop's speed."""
+
+    def __init__(self, pipeline: Pipeline, video: VideoFile) -> None:
+        from edgepipe.draw import TrackHistory
+
+        self.pipeline = pipeline
+        self.video = video
+        self.history = TrackHistory()
+        self.scene: Scene | None = None
+
+    def write(self, result: FrameResult, stats: RunStats) -> None:
+        from edgepipe.draw import annotate, status_text
+
+        if self.scene is None:  # the rules are placed on the frame size by now
+            self.scene = self.pipeline.scene()
+        self.history.add(result.tracks)
+        status = status_text(self.pipeline.name, stats.fps, result)
+        counts = self.pipeline.rules.counts()
+        self.video.write(annotate(result, self.scene, counts, recent=self.history.recent(), status=status))
 
 
 def _progress_bar(pipeline: Pipeline, args: argparse.Namespace) -> ProgressBar | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from edgepipe.errors import OutputError
 
@@ -57,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
         check_option,
         settings_from_options,
     )
-    from edgepipe.mot import read_seqinfo, track_file
+    from edgepipe.mot import seqinfo_beside, track_file
 
     settings = settings_from_options(
         TrackerConfig,
@@ -67,7 +66,8 @@ def main(args: argparse.Namespace) -> int:
     high = DetectorConfig.model_fields["threshold"].default
     if args.high_threshold is not None:
         high = check_option(DetectorConfig, "threshold", args.high_threshold, "--high-threshold")
-    fps = read_seqinfo(Path(args.mot).resolve().parent.parent / "seqinfo.ini")[0]
+    info = seqinfo_beside(args.mot)
+    fps = info.frame_rate if info is not None else None
     if args.fps is not None:  # a frame rate with the bounds of a frame rate anywhere in a pipeline file
         fps = check_option(ImageFolderSourceConfig, "fps", args.fps, "--fps")
     run = {"high_threshold": high, "min_score": args.min_score, "fps": fps}

@@ -17,7 +17,7 @@ from edgepipe.config import DetectorConfig
 from edgepipe.detect.decoders import Decoder, DecodeSettings, decoder_for
 from edgepipe.detect.runtime import ModelPool, Preprocess, check_image, infer_one, infer_stream
 from edgepipe.errors import FieldError
-from edgepipe.modelcard import ModelCard, resolve_card
+from edgepipe.modelcard import ModelCard
 from edgepipe.types import Detections, Frame
 
 __all__ = ["Detector", "ModelPool"]
@@ -46,9 +46,7 @@ class Detector:
         self.model_path = settings.model
         self.pool = pool if pool is not None else ModelPool()
         shapes = self.pool.shapes(self.model_path)
-        self.card: ModelCard = resolve_card(
-            self.model_path, shapes.rt_info, shapes.input_shape, shapes.input_type
-        )
+        self.card: ModelCard = self.pool.card(self.model_path)
         self.decoder: Decoder = decoder_for(self.card, str(self.model_path))
         self.decoder.check_outputs(shapes.output_shapes, str(self.model_path))
         float_input = self.card.input_kind == "float_nchw"

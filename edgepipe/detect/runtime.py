@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from edgepipe.config import MODEL_SUFFIXES, PerformanceHint, Precision
 from edgepipe.errors import ConfigError, FieldError, ModelError
+from edgepipe.modelcard import ModelCard, resolve_card
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,11 @@ class ModelPool:
             ),
             rt_info=_rt_model_info(model),
         )
+
+    def card(self, path: Path) -> ModelCard:
+        """What the model file means (labels, input, architecture), read without compiling it."""
+        shapes = self.shapes(path)
+        return resolve_card(path, shapes.rt_info, shapes.input_shape, shapes.input_type)
 
     def compile(
         self,

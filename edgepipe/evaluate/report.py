@@ -9,7 +9,6 @@ Tracking metrics (MOTA, IDF1, HOTA) join the report in `tracking_section` once e
 from __future__ import annotations
 
 import argparse
-import configparser
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -28,24 +27,24 @@ from edgepipe.evaluate.counting import (
     read_events,
     run_rules,
 )
-from edgepipe.mot import read_trajectories
+from edgepipe.mot import read_trajectories, seqinfo_beside
 from edgepipe.types import Event, Tracks
 
 if TYPE_CHECKING:
     from edgepipe.config import PipelineConfig
+    from edgepipe.rules import Rules
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """`edgepipe eval` (options: commands/eval.py): score, then print the table or the JSON."""
     from edgepipe.config import load_pipeline
-    from edgepipe.pipeline import build_rules
 
     cfg = load_pipeline(args.pipeline)
     _check_options(args)
     gt_path = Path(args.gt)
     truth_tracks = read_trajectories(gt_path, ground_truth=True)
     cfg, counted, tracks, labels, fps = _counted(args, cfg, gt_path)
-    truth_rules = build_rules(cfg, labels, link=False)  # gt ids are true identities
+    truth_rules = placed_rules(cfg, labels, gt_path, link=False)  # gt ids are true identities
     truth = _rule_events(run_rules(truth_rules, _as_people(truth_tracks, labels), fps))
     rule_types = {rule.name: rule.type for rule in cfg.rules}
     frames = max(truth_tracks, default=0)
@@ -71,20 +70,20 @@ def _counted(
     """The events to score, from saved events, saved tracks (the rules run on them) or a fresh run;
     also the pipeline as run, its tracks if known, the model's labels and the frame rate."""
     from edgepipe.config import source_from_argument
-    from edgepipe.pipeline import build_rules
+    from edgepipe.detect import ModelPool
 
     if args.events is None and args.tracks is None:
         if args.source is not None:
             cfg = source_from_argument(args.source, cfg)
         events, tracks, labels, source_fps = run_pipeline(cfg)
         return cfg, _rule_events(events), tracks, labels, _frame_rate(args.fps, gt_path, source_fps)
-    labels = model_labels(cfg)
+    labels = ModelPool().card(cfg.detector.model).labels  # read, not compiled
     fps = _frame_rate(args.fps, gt_path, None)
     saved = None if args.tracks is None else read_trajectories(args.tracks, ground_truth=False)
     if args.events is not None:
         return cfg, read_events(args.events, cfg.name), saved, labels, fps
     assert saved is not None
-    counted = _rule_events(run_rules(build_rules(cfg, labels), _as_people(saved, labels), fps))
+    counted = _rule_events(run_rules(placed_rules(cfg, labels, gt_path), _as_people(saved, labels), fps))
     return cfg, counted, saved, labels, fps
 
 
@@ -145,15 +144,6 @@ def report_text(report: CountReport, tracking: dict[str, Any] | None) -> str:
     return text + "\ntracking: " + ", ".join(f"{key} {value}" for key, value in tracking.items())
 
 
-def model_labels(cfg: PipelineConfig) -> tuple[str, ...]:
-    """The class names of the pipeline's model, read from the file (no compile)."""
-    from edgepipe.detect import ModelPool
-    from edgepipe.modelcard import resolve_card
-
-    shapes = ModelPool().shapes(cfg.detector.model)
-    return resolve_card(cfg.detector.model, shapes.rt_info, shapes.input_shape, shapes.input_type).labels
-
-
 def run_pipeline(cfg: PipelineConfig) -> tuple[list[Event], dict[int, Tracks], tuple[str, ...], float | None]:
     """Run `cfg` once over its source, its outputs off, and keep every event (the rules' closing
     exits included) and every frame's tracks (keyed by gt frame = source frame + 1); also the
@@ -186,20 +176,35 @@ def _as_people(frames: dict[int, Tracks], labels: Sequence[str]) -> dict[int, Tr
     }
 
 
+def placed_rules(cfg: PipelineConfig, labels: Sequence[str], gt_path: Path, *, link: bool = True) -> Rules:
+    """The pipeline's rules placed on the sequence's frame size (relative points become pixels, a
+    rule outside the frame is an error): seqinfo.ini's imWidth/imHeight, else the pipeline's video's."""
+    from edgepipe.config import FileSourceConfig
+    from edgepipe.pipeline import build_rules
+    from edgepipe.sources import FileSource
+
+    rules = build_rules(cfg, labels, link=link)
+    info = seqinfo_beside(gt_path)
+    frame_hw = info.frame_hw if info is not None else None
+    if frame_hw is None and isinstance(cfg.source, FileSourceConfig):
+        frame_hw = FileSource(cfg.source).frame_size()
+    if frame_hw is not None:
+        rules.place(frame_hw)
+    elif any(rule.units == "relative" for rule in cfg.rules):
+        raise EdgepipeError(
+            f"rules in relative units need the frame size: no imWidth/imHeight in a seqinfo.ini beside "
+            f"{gt_path.parent} and no video source to read it from"
+        )
+    return rules
+
+
 def _frame_rate(option: float | None, gt_path: Path, source_fps: float | None) -> float:
     """--fps, else `frameRate` of the seqinfo.ini beside the gt folder, else the video's."""
     if option is not None:
         return option
-    info_path = gt_path.resolve().parent.parent / "seqinfo.ini"
-    if info_path.is_file():
-        info = configparser.ConfigParser()
-        try:
-            info.read(info_path)
-            return float(info["Sequence"]["frameRate"])
-        except (configparser.Error, KeyError, ValueError) as error:
-            raise EdgepipeError(
-                f"{info_path}: no readable [Sequence] frameRate ({error}); give --fps"
-            ) from None
+    info = seqinfo_beside(gt_path)
+    if info is not None:
+        return info.frame_rate
     if source_fps is not None:
         return source_fps
     raise EdgepipeError(f"the frame rate is unknown: no seqinfo.ini beside {gt_path.parent}; give --fps")

@@ -7,7 +7,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from edgepipe.commands.run import summary_text
+import pytest
+
+from edgepipe.commands.run import http_settings, summary_text
+from edgepipe.config import HttpConfig
+from edgepipe.errors import ConfigError
 from edgepipe.pipeline import RunStats
 from edgepipe.types import Counts
 
@@ -90,6 +94,105 @@ def test_tracks_is_for_one_pipeline(tmp_path: Path, shared_data: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert result.stderr == (
-        "edgepipe: error: --source and --tracks are for one pipeline; give exactly one PIPELINE.yml\n"
+    assert result.stderr == ("edgepipe: error: --tracks is for one pipeline; give exactly one PIPELINE.yml\n")
+
+
+@pytest.mark.slow
+def test_annotate_writes_the_run_as_a_video_with_the_rules_drawn(tmp_path: Path, shared_data: Path) -> None:
+    """`edgepipe run demo.yml --annotate y.mp4`: every processed frame, at the frame size, with the
+    line (240, 100) → (240, 300) along its path in every frame, and a picture that moves."""
+    import cv2
+    import numpy as np
+
+    from tests.test_api import demo_config
+
+    video = tmp_path / "y.mp4"
+    config = demo_config(tmp_path, shared_data, tmp_path / "events.jsonl")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgepipe",
+            "run",
+            str(config),
+            "--max-frames",
+            "30",
+            "--annotate",
+            str(video),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    capture = cv2.VideoCapture(str(video))
+    assert capture.get(cv2.CAP_PROP_FPS) == 10.0  # the source's rate
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    capture.release()
+    assert len(frames) == 30 and all(f.shape == (360, 480, 3) for f in frames)
+    for image in frames:
+        line = image[110:291:10, 239:242].astype(int)  # the 3-pixel-wide line, give or take the codec
+        b, g, r = line[..., 0].max(axis=1), line[..., 1].min(axis=1), line[..., 2].max(axis=1)
+        assert (b > 170).all() and (r > 170).all() and (g < 110).all(), line
+    assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).mean() > 2.0  # people walk
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (
+            "0.0.0.0:8080",
+            "--http 0.0.0.0:8080: host 0.0.0.0 is reachable from other machines: give token_file or token_env "
+            "(or listen on 127.0.0.1)",
+        ),
+        ("localhost:http", "--http localhost:http: expected [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080"),
+        ("70000", "--http 70000: 70000 is not between 0 and 65535"),
+    ],
+)
+def test_http_option_errors(option: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        http_settings(option, [])
+    assert str(caught.value) == message
+
+
+def test_http_option_over_the_files_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--http sets the address; the file's other http: settings (its token) stay."""
+    from edgepipe.config import PipelineConfig
+
+    monkeypatch.setenv("EDGEPIPE_TEST_TOKEN", "0123456789abcdef")
+    (tmp_path / "m.xml").write_text("<net/>")
+    (tmp_path / "m.bin").write_bytes(b"")
+    (tmp_path / "v.mp4").write_bytes(b"")
+    cfg = PipelineConfig.model_validate(
+        {
+            "name": "door",
+            "source": {"type": "file", "path": str(tmp_path / "v.mp4")},
+            "detector": {"model": str(tmp_path / "m.xml")},
+            "http": {"token_env": "EDGEPIPE_TEST_TOKEN", "stream_fps": 2},
+        }
+    )
+    assert http_settings(None, []) is None
+    assert http_settings("9090", []) == HttpConfig(port=9090)
+    settings = http_settings("[::]:9090", [("door.yml", cfg)])
+    assert settings == HttpConfig(host="::", port=9090, token_env="EDGEPIPE_TEST_TOKEN", stream_fps=2)
+
+
+@pytest.mark.slow
+def test_a_rule_outside_the_frame_stops_the_run_before_any_frame(tmp_path: Path, shared_data: Path) -> None:
+    from tests.test_api import demo_config
+
+    config = demo_config(tmp_path, shared_data, tmp_path / "events.jsonl")
+    config.write_text(config.read_text().replace("[[240, 100], [240, 300]]", "[[240, 100], [240, 5000]]"))
+    result = subprocess.run(
+        [sys.executable, "-m", "edgepipe", "run", str(config)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        f"edgepipe: error: {config}:17: rules[0].points: [240, 5000] is outside the 480x360 frame "
+        "(x 0..480, y 0..360); `edgepipe snapshot` draws the frame with a pixel grid\n"
     )
