@@ -16,23 +16,25 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
 
 from edgepipe.config import LineRuleConfig, PipelineConfig, ZoneRuleConfig
+from edgepipe.counts import LastingCounts, counts_path_of, lasting_counts
 from edgepipe.detect import Detector, ModelPool
 from edgepipe.errors import FieldError, OutputError
 from edgepipe.linking import TrackLinker
 from edgepipe.metrics import Metrics, log_line
 from edgepipe.publish import FanoutPublisher, Publisher
-from edgepipe.publish.discovery import discovery_messages
+from edgepipe.publish.discovery import discovery_scope, home_assistant_discovery
 from edgepipe.publish.jsonl import JsonlSink, check_events_path
 from edgepipe.publish.mqtt import MqttPublisher, MqttSettings, mqtt_settings
 from edgepipe.rules import LineCrossing, Rules, Zone
 from edgepipe.sources import Source, open_source
 from edgepipe.track import Tracker, build_tracker
-from edgepipe.types import Detections, Event, Frame, FrameResult, totals
+from edgepipe.types import Detections, Event, Frame, FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ class Pipeline:
         *,
         max_frames: int | None = None,
         status_interval_s: float = 10.0,
+        counts: LastingCounts | None = None,
     ) -> None:
         self.name = name
         self.source = source
@@ -105,6 +108,8 @@ class Pipeline:
         self.tracker = tracker
         self.rules = rules
         self.publisher = publisher
+        # the rules' totals across restarts and reset periods (counts.py); by default, this run's only
+        self.counts = counts if counts is not None else LastingCounts(name, rules)
         self.max_frames = max_frames
         self.status_interval_s = status_interval_s
         self.stats = RunStats()
@@ -128,10 +133,12 @@ class Pipeline:
                 if frame_hw is not None:
                     self.detector.prepare(frame_hw)  # compile before READY, not on the first frame
                 lifecycle.ready(self.name)
+                self._publish(self.counts.restore())  # earlier runs' totals (reset if their period ended)
                 self.publisher.publish_counts(self.rules.counts())  # retained totals from the start
                 frame_waiting = self.source.frame_waiting if self.source.is_live else None
                 frames = self._clocked(self.source.frames())
                 for item in self.detector.stream(frames, frame_waiting=frame_waiting):
+                    self._publish(self.counts.reset_if_due())  # counts.reset: a new period began
                     if item is not None:  # None: no frame for a while (a camera reconnecting)
                         yield self._track_and_count(*item)
                     self._heartbeat(lifecycle)
@@ -180,6 +187,7 @@ class Pipeline:
             self.stats.events[event.type] += 1
             self.publisher.publish(event)
         if events:  # totals change only with an event: publish them then, and only then
+            self.counts.save()  # saved first: what a restart takes up is never behind what was published
             self.publisher.publish_counts(self.rules.counts())
 
     def _heartbeat(self, lifecycle: Lifecycle) -> None:
@@ -201,7 +209,10 @@ class Pipeline:
         self.stats.finished = time.monotonic()
         self._publish(self.rules.close())
         self.publisher.publish_status(self.status())
-        self.publisher.close()
+        try:
+            self.publisher.close()
+        finally:
+            self.counts.close()
         self.stats.lost = self.publisher.lost()
 
     def status(self) -> dict[str, object]:
@@ -214,7 +225,7 @@ class Pipeline:
             outbox_depth=self.publisher.backlog(),
         )
         snapshot["run_fps"] = round(self.stats.fps, 2)
-        problems = self.publisher.problems()
+        problems = self.publisher.problems() + self.counts.problems()
         if problems:  # "degraded": still counting, but delivery is not as it should be
             snapshot["problems"] = problems
         return snapshot
@@ -234,6 +245,7 @@ class Prepared:
     rules: Rules
     mqtt: MqttSettings | None
     jsonl_paths: list[str]
+    counts_path: Path | None  # where the totals last across runs; None: they do not
 
 
 def prepare(
@@ -252,13 +264,15 @@ def prepare(
     mqtt = cfg.outputs.mqtt if outputs else None
     mqtt_ready = None
     if mqtt is not None:
-        counters = {rule: list(totals(values)) for rule, values in rules.counts().items()}
-        discovery = (
-            discovery_messages(cfg.name, counters, topic_prefix=mqtt.topic_prefix)
-            if mqtt.home_assistant_discovery
-            else ()
+        discovery: list[tuple[str, bytes]] = []
+        scope = None
+        if mqtt.home_assistant_discovery:
+            discovery = home_assistant_discovery(cfg, rules.counts())
+            scope = discovery_scope(cfg.name, mqtt.discovery_prefix)
+        mqtt_ready = located(
+            cfg, ("outputs", "mqtt"), lambda: mqtt_settings(cfg.name, mqtt, discovery, scope)
         )
-        mqtt_ready = located(cfg, ("outputs", "mqtt"), lambda: mqtt_settings(cfg.name, mqtt, discovery))
+    counts_path = located(cfg, ("counts",), lambda: counts_path_of(cfg, mqtt_ready))
     jsonl: list[str] = []
     if outputs and cfg.outputs.jsonl is not None:
         try:
@@ -269,7 +283,7 @@ def prepare(
     if events_path is not None:
         check_events_path(events_path)
         jsonl.append(events_path)
-    return Prepared(cfg, open_source(cfg.source), detector, tracker, rules, mqtt_ready, jsonl)
+    return Prepared(cfg, open_source(cfg.source), detector, tracker, rules, mqtt_ready, jsonl, counts_path)
 
 
 def build(
@@ -286,6 +300,7 @@ def build(
     `outputs=False` leaves out the file's own outputs (MQTT, JSON lines); `publishers` are added
     after them (the Python API's event consumers)."""
     ready = prepare(cfg, pool, events_path=events_path, outputs=outputs)
+    counts = lasting_counts(cfg, ready.rules, ready.counts_path)  # before the outputs: it holds no thread
     own: list[Publisher] = [JsonlSink(path) for path in ready.jsonl_paths]
     if ready.mqtt is not None:
         own.insert(0, MqttPublisher(cfg.name, ready.mqtt))
@@ -298,6 +313,7 @@ def build(
         FanoutPublisher([*own, *publishers]),
         max_frames=max_frames,
         status_interval_s=cfg.status_interval_s,
+        counts=counts,
     )
 
 

@@ -13,9 +13,13 @@ so a row handed to paho is never handed over again; across processes the outbox 
 the next start sends everything left, oldest first. A subscriber may therefore see a message twice
 (QoS 1 is at-least-once): every event carries a unique `id` to drop duplicates by.
 
-Topics: `<prefix>/<pipeline>/events` (QoS `qos`, not retained), `<prefix>/<pipeline>/counts`
-(retained, only the newest pending), `<prefix>/<pipeline>/status` (retained JSON with
-`"state": "online"|"offline"`, "offline" also as the Last Will, plus the periodic stats).
+Topics (topics.py; README, "Events and topics"): `events` (QoS `qos`, not retained); `counts` (JSON)
+and `counts/<rule>/<key>` (plain integers), retained, through the outbox, only the newest of each
+pending; and, published directly and again on every connect, retained: `available` (`online`,
+`offline` as the Last Will, `stopped` after a clean shutdown), `camera` (the source state) and
+`status` (JSON stats). With Home Assistant discovery the configs are published on every connect,
+and retained configs of this pipeline's device that are no longer among them (a rule was removed)
+are cleared with an empty retained message.
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgepipe.config import MqttConfig, TlsConfig
-from edgepipe.errors import FieldError, OutputError
+from edgepipe.errors import BrokerError, FieldError, OutputError
 from edgepipe.paths import state_directory
 from edgepipe.publish.outbox import Outbox, check_outbox_path
+from edgepipe.publish.topics import OFFLINE, ONLINE, STOPPED, Topics
 from edgepipe.types import Counts, Event, utc_iso
 
 log = logging.getLogger(__name__)
@@ -117,6 +123,7 @@ class MqttSettings:
     outbox_max_messages: int
     outbox_max_age_s: float
     discovery: tuple[tuple[str, bytes], ...] = ()  # (topic, payload), retained on every connect
+    discovery_scope: str | None = None  # topic filter of this pipeline's configs: others there are cleared
 
     @property
     def broker(self) -> str:
@@ -124,7 +131,10 @@ class MqttSettings:
 
 
 def mqtt_settings(
-    pipeline: str, cfg: MqttConfig, discovery: Sequence[tuple[str, bytes]] = ()
+    pipeline: str,
+    cfg: MqttConfig,
+    discovery: Sequence[tuple[str, bytes]] = (),
+    discovery_scope: str | None = None,
 ) -> MqttSettings:
     """Read and check an `outputs.mqtt` section; problems are FieldErrors inside it."""
     password = cfg.password()
@@ -147,7 +157,61 @@ def mqtt_settings(
         outbox_max_messages=cfg.outbox.max_messages,
         outbox_max_age_s=cfg.outbox.max_age_s,
         discovery=tuple(discovery),
+        discovery_scope=discovery_scope,
     )
+
+
+def probe_broker(settings: MqttSettings, timeout_s: float) -> None:
+    """Connect to the broker as `edgepipe run` would (TLS, username and password) and disconnect;
+    a BrokerError (one line, no password) if it cannot be reached, the TLS handshake fails, it
+    refuses the credentials or does not answer within `timeout_s`. For `edgepipe check`: the client
+    id is the pipeline's with `-check` appended, so a running pipeline is not taken over, and no
+    Last Will is set, so nothing is published."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"{settings.client_id}-check", protocol=mqtt.MQTTv5
+    )
+    client.connect_timeout = timeout_s
+    if settings.tls is not None:
+        client.tls_set_context(settings.tls)
+        client.tls_insecure_set(not settings.tls.check_hostname)
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    answers: queue.SimpleQueue[ReasonCode] = queue.SimpleQueue()
+    client.on_connect = lambda _c, _u, _f, reason_code, _p: answers.put(reason_code)
+    who = f"user {settings.username!r}" if settings.username is not None else "anonymous clients"
+    try:
+        client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
+    except ssl.SSLCertVerificationError as err:
+        raise BrokerError(
+            f"the TLS certificate of MQTT broker {settings.broker} is not trusted ({err.verify_message}): "
+            "check tls.ca_file and that the broker's certificate names this host"
+        ) from None
+    except ssl.SSLError as err:
+        raise BrokerError(
+            f"the TLS handshake with MQTT broker {settings.broker} failed ({err.reason or err}): check the tls "
+            "settings and that the port speaks TLS"
+        ) from None
+    except OSError as err:
+        raise BrokerError(
+            f"cannot reach MQTT broker {settings.broker} ({err.strerror or err}): check host and port, and "
+            "that the broker runs"
+        ) from None
+    client.loop_start()
+    try:
+        reason_code = answers.get(timeout=timeout_s)
+    except queue.Empty:
+        raise BrokerError(
+            f"MQTT broker {settings.broker} accepted the connection but gave no answer within {timeout_s:g} s: "
+            "is it an MQTT broker, and does the port expect TLS?"
+        ) from None
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if reason_code.is_failure:
+        raise BrokerError(
+            f"MQTT broker {settings.broker} refused the connection ({reason_code}) for {who}: check username "
+            "and password (password_file / password_env) and the broker's ACL"
+        )
 
 
 class MqttPublisher:
@@ -167,14 +231,16 @@ class MqttPublisher:
         self.broker = settings.broker
         self.qos = settings.qos
         self.username = settings.username
-        base = f"{settings.topic_prefix}/{pipeline}"
+        self.topics = Topics.of(settings.topic_prefix, pipeline)
         self.events_topic, self.counts_topic, self.status_topic = (
-            f"{base}/events",
-            f"{base}/counts",
-            f"{base}/status",
+            self.topics.events,
+            self.topics.counts,
+            self.topics.status,
         )
         self.max_inflight = max_inflight
         self.discovery = list(settings.discovery)
+        self._discovery_topics = frozenset(topic for topic, _ in self.discovery)
+        self.discovery_removed = 0  # retained configs of entities that are gone, cleared
         self._log = _PipelineLog(log, {"pipeline": pipeline})
 
         # state seen by paho's thread too: plain attributes written by one side only
@@ -182,6 +248,8 @@ class MqttPublisher:
         self._closing = False
         self._closed = False
         self._status: dict[str, object] = {}
+        self._camera: str | None = None  # the source state last heard of (status "source_state")
+        self._count_values: dict[str, int] = {}  # plain count topic → value last queued; frame loop only
         self.sent = 0  # messages handed to paho
         self.delivered = 0  # acknowledged by the broker and deleted from the outbox
         self.rejected = 0  # acknowledged with a failure reason code (e.g. not authorised): deleted, logged
@@ -216,13 +284,14 @@ class MqttPublisher:
             client.tls_insecure_set(not settings.tls.check_hostname)
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
-        client.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+        client.will_set(self.topics.available, OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
         client.max_inflight_messages_set(max_inflight + 2)  # + status messages, sent beside the outbox
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         self._client = client
         self._sender = threading.Thread(target=self._send_loop, name=f"mqtt-sender-{pipeline}", daemon=True)
         self._sender.start()
@@ -258,16 +327,27 @@ class MqttPublisher:
         self._put(self.events_topic, event.to_json().encode(), retain=False, replace_key=None)
 
     def publish_counts(self, counts: Counts) -> None:
-        """Queue the retained totals, replacing any not yet sent."""
+        """Queue the retained totals, replacing any not yet sent: the JSON, and each plain integer
+        that changed since it was last queued (all of them the first time)."""
         # e.g. {"door": {"in": 3, "out": 1, "by_label": {...}}}, so templates read value_json.door.in
         self._put(self.counts_topic, _dumps(counts), retain=True, replace_key=self.counts_topic)
+        for topic, value in self.topics.count_values(counts):
+            if self._count_values.get(topic) != value:
+                self._put(topic, str(value).encode(), retain=True, replace_key=topic)
+                self._count_values[topic] = value
 
     def publish_status(self, status: dict[str, object]) -> None:
-        """Publish retained stats now if connected (not queued: only the newest matters and it is
-        sent again on every connect)."""
+        """Publish retained stats now if connected, and the camera state when it changed (not
+        queued: only the newest matters and both are sent again on every connect)."""
         self._status = dict(status)
+        camera = status.get("source_state")
+        camera_changed = isinstance(camera, str) and camera != self._camera
+        if camera_changed:
+            self._camera = str(camera)
         if self._connected:
-            self._client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
+            if camera_changed:
+                self._client.publish(self.topics.camera, self._camera, qos=1, retain=True)
+            self._client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
 
     def stats(self) -> dict[str, object]:
         return {
@@ -285,8 +365,9 @@ class MqttPublisher:
         }
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Send what can be sent within `timeout_s`, publish "offline", disconnect. Whatever is
-        left stays in the outbox for the next start."""
+        """Send what can be sent within `timeout_s`, publish "stopped", disconnect. Whatever is
+        left stays in the outbox for the next start; without an acknowledged "stopped" the broker
+        publishes the Last Will ("offline")."""
         if self._closed:
             return
         self._closed = True
@@ -295,16 +376,15 @@ class MqttPublisher:
         # Not only while connected: a short run may end before the first CONNACK has arrived.
         while self._outbox.depth and time.monotonic() < deadline:
             time.sleep(0.02)
-        offline_sent = False
+        stopped_sent = False
         if self._connected:
-            offline = self._status_payload("offline")
-            info = self._client.publish(self.status_topic, offline, qos=1, retain=True)
+            info = self._client.publish(self.topics.available, STOPPED, qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):  # connection lost meanwhile
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-            offline_sent = info.is_published()
+            stopped_sent = info.is_published()
         self._closing = True
-        # Without an acknowledged "offline", ask the broker to publish the Last Will (MQTT 5, reason 4).
-        self._client.disconnect(None if offline_sent else ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+        # Without an acknowledged "stopped", ask the broker to publish the Last Will (MQTT 5, reason 4).
+        self._client.disconnect(None if stopped_sent else ReasonCode(PacketTypes.DISCONNECT, identifier=4))
         self._client.loop_stop()
         self._stop.set()
         self._wake.set()
@@ -329,11 +409,10 @@ class MqttPublisher:
         self._outbox.put(topic, payload, qos=self.qos, retain=retain, replace_key=replace_key)
         self._wake.set()
 
-    def _status_payload(self, state: str) -> bytes:
-        payload: dict[str, object] = {"state": state, "pipeline": self.pipeline, "ts": utc_iso(time.time())}
-        if state == "online":
-            payload.update(self._status)
-            payload["mqtt"] = self.stats()
+    def _status_payload(self) -> bytes:
+        payload: dict[str, object] = {"pipeline": self.pipeline, "ts": utc_iso(time.time())}
+        payload.update(self._status)
+        payload["mqtt"] = self.stats()
         return _dumps(payload)
 
     # ------------------------------------------------------------ paho network thread
@@ -364,10 +443,26 @@ class MqttPublisher:
         self._connect_throttle.reset()
         self._refused_throttle.reset()
         self._log.info("connected to MQTT broker %s (%d messages queued)", self.broker, self._outbox.depth)
-        client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
+        client.publish(self.topics.available, ONLINE, qos=1, retain=True)
+        if self._camera is not None:
+            client.publish(self.topics.camera, self._camera, qos=1, retain=True)
+        if self._status:
+            client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
         for topic, payload in self.discovery:
             client.publish(topic, payload, qos=1, retain=True)
+        if self.settings.discovery_scope is not None:
+            # The broker's retained configs of this device come back; noLocal: not those just sent.
+            client.subscribe(self.settings.discovery_scope, options=SubscribeOptions(qos=1, noLocal=True))
         self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        """A retained discovery config of this device (`discovery_scope`): clear it if its entity is
+        gone (a rule removed or renamed), so Home Assistant removes the entity."""
+        if not message.retain or not message.payload or message.topic in self._discovery_topics:
+            return
+        client.publish(message.topic, b"", qos=1, retain=True)
+        self.discovery_removed += 1
+        self._log.info("removed the Home Assistant entity of %s: it is no longer published", message.topic)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         self.connect_failures += 1
