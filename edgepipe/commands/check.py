@@ -1,4 +1,5 @@
-"""`edgepipe check`: validate pipeline files, their models and rules, and that each source answers."""
+"""`edgepipe check`: validate pipeline files, their models and rules, and that each source and MQTT
+broker answers."""
 
 from __future__ import annotations
 
@@ -6,19 +7,23 @@ import argparse
 import threading
 from typing import TYPE_CHECKING
 
-from edgepipe.errors import ConfigError, EdgepipeError, SourceError
+from edgepipe.errors import BrokerError, ConfigError, EdgepipeError, SourceError
 
 if TYPE_CHECKING:
+    from edgepipe.config import PipelineConfig
+    from edgepipe.pipeline import Prepared
     from edgepipe.sources import Source
 
 
 LOCAL_OPEN_TIMEOUT_S = 10.0  # a file or folder that gives no frame in this long is broken
+BROKER_TIMEOUT_S = 10.0  # a broker that has not answered a CONNECT in this long is as good as away
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check", help="validate pipeline files, model files and source reachability")
     p.add_argument("pipelines", nargs="+", metavar="PIPELINE.yml")
     p.add_argument("--no-source", action="store_true", help="do not try to open the sources")
+    p.add_argument("--no-broker", action="store_true", help="do not connect to the MQTT brokers")
     p.set_defaults(handler=main)
 
 
@@ -34,6 +39,7 @@ def main(args: argparse.Namespace) -> int:
     for path, cfg in zip(args.pipelines, configs, strict=True):
         try:
             ready = prepare(cfg, pool)  # exactly what `edgepipe run` checks before its first frame
+            broker = "" if args.no_broker else _probe_broker(cfg, ready)
             if not args.no_source:
                 spec = cfg.source
                 timeout_s = (
@@ -46,10 +52,24 @@ def main(args: argparse.Namespace) -> int:
         except EdgepipeError as error:
             problems.append(f"{path}: {error}")
             continue
-        print(f"{path}: ok ({cfg.name}: {len(cfg.rules)} rules, model {cfg.detector.model.name})")
+        print(f"{path}: ok ({cfg.name}: {len(cfg.rules)} rules, model {cfg.detector.model.name}{broker})")
     if problems:
         raise ConfigError("\n".join(problems))
     return 0
+
+
+def _probe_broker(cfg: PipelineConfig, ready: Prepared) -> str:
+    """Connect to the pipeline's broker as `run` would; a refusal or no answer is a finding at the
+    `outputs.mqtt` section's line. What the ok line adds, e.g. ", MQTT broker localhost:1883"."""
+    from edgepipe.publish.mqtt import probe_broker
+
+    if ready.mqtt is None:
+        return ""
+    try:
+        probe_broker(ready.mqtt, BROKER_TIMEOUT_S)
+    except BrokerError as error:
+        raise cfg.error_at(("outputs", "mqtt"), str(error)) from None
+    return f", MQTT broker {ready.mqtt.broker}"
 
 
 def _probe_source(source: Source, timeout_s: float) -> None:

@@ -186,6 +186,12 @@ def probe_broker(settings: MqttSettings, timeout_s: float) -> None:
             f"the TLS certificate of MQTT broker {settings.broker} is not trusted ({err.verify_message}): "
             "check tls.ca_file and that the broker's certificate names this host"
         ) from None
+    except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ssl.SSLEOFError) as err:
+        during = "during the TLS handshake" if settings.tls is not None else "at once"
+        raise BrokerError(
+            f"MQTT broker {settings.broker} closed the connection {during} ({err.strerror or err}): check "
+            "that the port speaks TLS if and only if a tls: section is given, and the broker's listener settings"
+        ) from None
     except ssl.SSLError as err:
         raise BrokerError(
             f"the TLS handshake with MQTT broker {settings.broker} failed ({err.reason or err}): check the tls "
