@@ -84,6 +84,8 @@ def test_check_finds_what_only_the_model_and_the_machine_know_at_its_line(tmp_pa
                      ":8: outputs.mqtt.password_env: the environment variable EDGEPIPE_NOT_SET_HERE is not set"),
         "events folder": (head + f"detector: {{model: {model}}}\noutputs:\n  jsonl: {{path: {tmp_path}}}\n",
                           f":5: outputs.jsonl.path: the events file {tmp_path} is not a file"),
+        "counts folder": (head + f"detector: {{model: {model}}}\ncounts:\n  persist: true\n  path: {tmp_path}\n",
+                          f":6: counts.path: the counts file {tmp_path} is not a file (a folder?)"),
     }  # fmt: skip
     paths = []
     for name, (text, _) in cases.items():

@@ -15,10 +15,12 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from edgepipe.counts import CountsStore, LastingCounts, ResetSchedule, time_zone
+from edgepipe.config import PipelineConfig, load_pipeline
+from edgepipe.counts import CountsStore, LastingCounts, ResetSchedule, counts_path_of, time_zone
 from edgepipe.errors import OutputError
 from edgepipe.pipeline import Pipeline
 from edgepipe.publish import CallbackPublisher, FanoutPublisher
+from edgepipe.publish.mqtt import MqttSettings, mqtt_settings
 from edgepipe.rules import LineCrossing, Rules
 from edgepipe.sources import SourceStats
 from edgepipe.types import Counts, Detections, Event, Frame, Tracks
@@ -365,3 +367,40 @@ def test_the_frame_loop_publishes_the_reset_as_events_and_fresh_totals(tmp_path:
     # what a restart would take up: the new day's totals
     saved = json.loads((tmp_path / "c.json").read_text())
     assert saved["counts"]["entry"]["in"] == len(after)
+
+
+# ---------------------------------------------------------------- where the totals last, from the config
+REPO = Path(__file__).resolve().parent.parent
+
+
+def with_counts(name: str, tmp_path: Path, **counts: Any) -> tuple[PipelineConfig, MqttSettings | None]:
+    """A bundled pipeline with its outbox in tmp_path and `counts` settings; its MqttSettings if it has MQTT."""
+    data = load_pipeline(REPO / "pipelines" / f"{name}.yml").model_dump(mode="python")
+    data["counts"].update(counts)
+    if data["outputs"]["mqtt"] is not None:
+        data["outputs"]["mqtt"]["outbox"]["path"] = tmp_path / "box" / f"{name}-outbox.sqlite"
+    cfg = PipelineConfig.model_validate(data)
+    mqtt = cfg.outputs.mqtt
+    return cfg, None if mqtt is None else mqtt_settings(cfg.name, mqtt)
+
+
+@pytest.mark.parametrize(
+    ("name", "counts", "expected"),
+    [
+        ("door", {}, "box/door-counts.json"),  # with MQTT: beside the outbox
+        ("demo", {}, None),  # JSON lines only: the demo counts from zero each run
+        ("demo", {"persist": True}, "state/demo-counts.json"),  # in the state directory
+        ("door", {"persist": False}, None),
+        ("door", {"path": "elsewhere/door.json"}, "elsewhere/door.json"),
+    ],
+)
+def test_where_the_totals_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, counts: dict[str, Any], expected: str | None
+) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    if "path" in counts:
+        counts = {"path": tmp_path / counts["path"]}
+    cfg, mqtt = with_counts(name, tmp_path, **counts)
+    path = counts_path_of(cfg, mqtt)
+    assert path == (None if expected is None else tmp_path / expected)
+    assert not (tmp_path / "box").exists() or not any((tmp_path / "box").iterdir())  # nothing made yet
