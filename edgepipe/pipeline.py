@@ -28,7 +28,7 @@ from edgepipe.errors import FieldError, OutputError
 from edgepipe.linking import TrackLinker
 from edgepipe.metrics import Metrics, log_line
 from edgepipe.publish import FanoutPublisher, Publisher
-from edgepipe.publish.discovery import discovery_scope, home_assistant_discovery
+from edgepipe.publish.discovery import home_assistant_discovery
 from edgepipe.publish.jsonl import JsonlSink, check_events_path
 from edgepipe.publish.mqtt import MqttPublisher, MqttSettings, mqtt_settings
 from edgepipe.rules import LineCrossing, Rules, Zone
@@ -264,14 +264,10 @@ def prepare(
     mqtt = cfg.outputs.mqtt if outputs else None
     mqtt_ready = None
     if mqtt is not None:
-        discovery: list[tuple[str, bytes]] = []
-        scope = None
+        discovery: tuple[list[tuple[str, bytes]], list[str]] = ([], [])
         if mqtt.home_assistant_discovery:
-            discovery = home_assistant_discovery(cfg, rules.counts())
-            scope = discovery_scope(cfg.name, mqtt.discovery_prefix)
-        mqtt_ready = located(
-            cfg, ("outputs", "mqtt"), lambda: mqtt_settings(cfg.name, mqtt, discovery, scope)
-        )
+            discovery = home_assistant_discovery(cfg, rules.counts())  # configs, and what to clear
+        mqtt_ready = located(cfg, ("outputs", "mqtt"), lambda: mqtt_settings(cfg.name, mqtt, *discovery))
     counts_path = located(cfg, ("counts",), lambda: counts_path_of(cfg, mqtt_ready))
     jsonl: list[str] = []
     if outputs and cfg.outputs.jsonl is not None:

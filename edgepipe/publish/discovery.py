@@ -51,6 +51,19 @@ def discovery_scope(pipeline: str, discovery_prefix: str = "homeassistant") -> s
     return f"{discovery_prefix}/+/{node_id(pipeline)}/+/config"
 
 
+def legacy_topics(
+    pipeline: str, rules: Sequence[RuleEntities], discovery_prefix: str = "homeassistant"
+) -> list[str]:
+    """Where edgepipe 0.2 published its configs: one sensor per total, no node id. They have the unique
+    ids of today's count sensors, so Home Assistant refuses the new configs while the old ones are
+    retained: the publisher clears them (if the broker has them) at connect."""
+    return [
+        f"{discovery_prefix}/sensor/{_SAFE.sub('_', f'edgepipe_{pipeline}_{rule.name}_{key}')}/config"
+        for rule in rules
+        for key in rule.keys
+    ]
+
+
 def unit_of(classes: Sequence[str] | None) -> str:
     return PEOPLE_UNIT if classes is not None and list(classes) == ["person"] else OBJECTS_UNIT
 
@@ -178,9 +191,12 @@ def discovery_messages(
     return messages
 
 
-def home_assistant_discovery(cfg: PipelineConfig, counts: Counts) -> list[tuple[str, bytes]]:
+def home_assistant_discovery(
+    cfg: PipelineConfig, counts: Counts
+) -> tuple[list[tuple[str, bytes]], list[str]]:
     """The discovery configs of `cfg`'s device (`outputs.mqtt` must be set): its rules' totals
-    (the keys of `counts`, from `Rules.counts()`) and the event types the pipeline publishes."""
+    (the keys of `counts`, from `Rules.counts()`) and the event types the pipeline publishes; and the
+    topic filters under which retained configs that are not among them are cleared."""
     mqtt = cfg.outputs.mqtt
     if mqtt is None:
         raise ValueError(f"pipeline {cfg.name} has no MQTT output to announce")
@@ -197,7 +213,7 @@ def home_assistant_discovery(cfg: PipelineConfig, counts: Counts) -> list[tuple[
         event_types += [kind for kind in kinds if kind not in event_types]
     if cfg.counts.reset != "never":
         event_types.append("counts_reset")
-    return discovery_messages(
+    messages = discovery_messages(
         cfg.name,
         entities,
         event_types=event_types,
@@ -205,6 +221,11 @@ def home_assistant_discovery(cfg: PipelineConfig, counts: Counts) -> list[tuple[
         topic_prefix=mqtt.topic_prefix,
         discovery_prefix=mqtt.discovery_prefix,
     )
+    cleanup = [
+        discovery_scope(cfg.name, mqtt.discovery_prefix),
+        *legacy_topics(cfg.name, entities, mqtt.discovery_prefix),
+    ]
+    return messages, cleanup
 
 
 def _is(value: str) -> str:

@@ -54,6 +54,11 @@ log = logging.getLogger(__name__)
 
 # A broker that stays away should not fill the log: one line per interval, with the attempt count.
 _RETRY_LOG_INTERVAL_S = 30.0
+# Home Assistant removes a cleared entity asynchronously: a config with the same unique id (an older
+# edgepipe's config was cleared, edgepipe/publish/discovery.py) that it sees before then is refused, and
+# one that comes just after gets a new entity id ("…_2"). Measured with HA 2024.3: sent again at once,
+# "_2"; 3 s later, the old entity id. The configs are sent again this long after the last clear.
+_DISCOVERY_SETTLE_S = 3.0
 
 
 class _PipelineLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -123,7 +128,8 @@ class MqttSettings:
     outbox_max_messages: int
     outbox_max_age_s: float
     discovery: tuple[tuple[str, bytes], ...] = ()  # (topic, payload), retained on every connect
-    discovery_scope: str | None = None  # topic filter of this pipeline's configs: others there are cleared
+    # topic filters of this pipeline's discovery configs: retained ones not among `discovery` are cleared
+    discovery_cleanup: tuple[str, ...] = ()
 
     @property
     def broker(self) -> str:
@@ -134,7 +140,7 @@ def mqtt_settings(
     pipeline: str,
     cfg: MqttConfig,
     discovery: Sequence[tuple[str, bytes]] = (),
-    discovery_scope: str | None = None,
+    discovery_cleanup: Sequence[str] = (),
 ) -> MqttSettings:
     """Read and check an `outputs.mqtt` section; problems are FieldErrors inside it."""
     password = cfg.password()
@@ -157,7 +163,7 @@ def mqtt_settings(
         outbox_max_messages=cfg.outbox.max_messages,
         outbox_max_age_s=cfg.outbox.max_age_s,
         discovery=tuple(discovery),
-        discovery_scope=discovery_scope,
+        discovery_cleanup=tuple(discovery_cleanup),
     )
 
 
@@ -247,6 +253,10 @@ class MqttPublisher:
         self.discovery = list(settings.discovery)
         self._discovery_topics = frozenset(topic for topic, _ in self.discovery)
         self.discovery_removed = 0  # retained configs of entities that are gone, cleared
+        self._cleared_at: float | None = None  # when the last one was cleared (paho's thread writes it)
+        self._resent_for: float | None = (
+            None  # the clear the configs were last sent again for (sender thread)
+        )
         self._log = _PipelineLog(log, {"pipeline": pipeline})
 
         # state seen by paho's thread too: plain attributes written by one side only
@@ -263,6 +273,7 @@ class MqttPublisher:
         self.connect_failures = 0
         self._connect_throttle = _Throttle(_RETRY_LOG_INTERVAL_S)
         self._refused_throttle = _Throttle(_RETRY_LOG_INTERVAL_S)
+        self._subscribe_throttle = _Throttle(_RETRY_LOG_INTERVAL_S)
 
         self._outbox = Outbox(
             settings.outbox_path,
@@ -292,12 +303,14 @@ class MqttPublisher:
             client.username_pw_set(settings.username, settings.password)
         client.will_set(self.topics.available, OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
-        client.max_inflight_messages_set(max_inflight + 2)  # + status messages, sent beside the outbox
+        # + the messages published beside the outbox (availability, camera, status); paho queues any beyond
+        client.max_inflight_messages_set(max_inflight + 3)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         self._sender = threading.Thread(target=self._send_loop, name=f"mqtt-sender-{pipeline}", daemon=True)
         self._sender.start()
@@ -456,19 +469,39 @@ class MqttPublisher:
             client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
         for topic, payload in self.discovery:
             client.publish(topic, payload, qos=1, retain=True)
-        if self.settings.discovery_scope is not None:
+        if self.settings.discovery_cleanup:
             # The broker's retained configs of this device come back; noLocal: not those just sent.
-            client.subscribe(self.settings.discovery_scope, options=SubscribeOptions(qos=1, noLocal=True))
+            options = SubscribeOptions(qos=1, noLocal=True)
+            client.subscribe([(topic, options) for topic in self.settings.discovery_cleanup])
         self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        """A retained discovery config of this device (`discovery_scope`): clear it if its entity is
-        gone (a rule removed or renamed), so Home Assistant removes the entity."""
+        """A retained discovery config of this device (`discovery_cleanup`): clear it if its entity is
+        gone (a rule removed or renamed, a config of an older edgepipe), so Home Assistant removes it."""
         if not message.retain or not message.payload or message.topic in self._discovery_topics:
             return
         client.publish(message.topic, b"", qos=1, retain=True)
         self.discovery_removed += 1
         self._log.info("removed the Home Assistant entity of %s: it is no longer published", message.topic)
+        self._cleared_at = time.monotonic()  # the sender thread sends the configs again (see there)
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: object,
+    ) -> None:
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused and self._subscribe_throttle():
+            self._log.warning(
+                "MQTT broker %s refused the subscription to this pipeline's Home Assistant configs (%s): entities "
+                "of removed rules are not cleared; the broker's ACL must let this user read %s",
+                self.broker,
+                ", ".join(refused),
+                " and ".join(self.settings.discovery_cleanup[:1]),
+            )
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         self.connect_failures += 1
@@ -518,6 +551,7 @@ class MqttPublisher:
                 self._take_acks()
                 if self._connected and not self._stop.is_set():
                     self._send_pending()
+                    self._resend_discovery()
             except Exception as err:
                 failures += 1
                 problem = f"the MQTT sender failed: {type(err).__name__}: {err}"
@@ -530,6 +564,17 @@ class MqttPublisher:
             self._sender_problem, failures = None, 0
         with contextlib.suppress(Exception):
             self._take_acks()
+
+    def _resend_discovery(self) -> None:
+        """The discovery configs again, `_DISCOVERY_SETTLE_S` after configs were cleared (see there)."""
+        cleared_at = self._cleared_at
+        if cleared_at is None or cleared_at == self._resent_for:
+            return
+        if time.monotonic() - cleared_at < _DISCOVERY_SETTLE_S:
+            return
+        self._resent_for = cleared_at
+        for topic, payload in self.discovery:
+            self._client.publish(topic, payload, qos=1, retain=True)
 
     def _take_acks(self) -> None:
         while True:

@@ -5,6 +5,7 @@ fed by a real MqttPublisher: the device, the entities and their states as Home A
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +44,7 @@ def door_config(*, reset: str = "never", prefix: str = "homeassistant") -> Pipel
 
 def door_discovery(**kwargs: Any) -> list[tuple[str, bytes]]:
     cfg = door_config(**kwargs)
-    return home_assistant_discovery(cfg, build_rules(cfg, ["person"]).counts())
+    return home_assistant_discovery(cfg, build_rules(cfg, ["person"]).counts())[0]
 
 
 def configs(messages: list[tuple[str, bytes]]) -> dict[str, dict[str, Any]]:
@@ -135,6 +136,17 @@ def test_a_rule_with_several_classes_gets_sensors_per_label_too() -> None:
         "objects",
         "people",
     )
+
+
+def test_a_pipeline_clears_under_its_own_scope_and_the_topics_of_edgepipe_0_2() -> None:
+    cfg = door_config()
+    _, cleanup = home_assistant_discovery(cfg, build_rules(cfg, ["person"]).counts())
+    assert cleanup[0] == "homeassistant/+/edgepipe_door/+/config"
+    assert cleanup[1:3] == [
+        "homeassistant/sensor/edgepipe_door_entry_in/config",
+        "homeassistant/sensor/edgepipe_door_entry_out/config",
+    ]
+    assert len(cleanup) == 1 + 8  # one old sensor per total
 
 
 def test_the_scope_matches_every_config_of_the_pipeline_and_no_other() -> None:
@@ -293,3 +305,57 @@ def test_home_assistant_removes_the_entities_of_a_rule_that_is_gone(
         pub.close()
     assert ha.wait_for(lambda h: "sensor.edgepipe_door_desk_occupancy" not in h.states())
     assert "sensor.edgepipe_door_entry_in" in ha.states()
+
+
+def test_home_assistant_takes_up_the_new_configs_after_edgepipe_0_2(
+    broker: Broker, home_assistant: Callable[..., HomeAssistant], tmp_path: Path
+) -> None:
+    """An upgrade: edgepipe 0.2's config of `entry in` is retained (its own topic, the same unique id).
+    After the new publisher's first connect, Home Assistant shows the entity as the new config says."""
+    ha = home_assistant(broker)
+    old = {
+        "name": "entry in",
+        "unique_id": "edgepipe_door_entry_in",
+        "state_topic": "edgepipe/door/counts",
+        "value_template": '{{ value_json["entry"]["in"] }}',
+        "device": {"identifiers": ["edgepipe_door"], "name": "edgepipe door", "manufacturer": "edgepipe"},
+    }
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.publish(
+        "homeassistant/sensor/edgepipe_door_entry_in/config", json.dumps(old), qos=1, retain=True
+    ).wait_for_publish(5)
+    client.publish("edgepipe/door/counts", b'{"entry": {"in": 4}}', qos=1, retain=True).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+    assert ha.wait_for(lambda h: h.state("sensor.edgepipe_door_entry_in") == "4", 60), ha.states()
+
+    cfg = door_config()
+    messages, cleanup = home_assistant_discovery(cfg, build_rules(cfg, ["person"]).counts())
+    pub = MqttPublisher(
+        "door",
+        dataclasses.replace(
+            settings(broker.host, broker.port, tmp_path / "o.sqlite", discovery=messages),
+            discovery_cleanup=tuple(cleanup),
+        ),
+    )
+    try:
+        pub.publish_counts(
+            {
+                "entry": {"in": 5, "out": 0},
+                "exit": {"in": 0, "out": 0},
+                "table": {"occupancy": 0, "enter": 0, "exit": 0, "loiter": 0},
+            }
+        )
+        pub.publish_status({"source_state": "connected"})
+
+        def new_config(h: HomeAssistant) -> bool:
+            return (
+                h.state("sensor.edgepipe_door_entry_in") == "5"
+                and h.attributes("sensor.edgepipe_door_entry_in").get("unit_of_measurement") == "people"
+            )
+
+        assert ha.wait_for(new_config, 30), (ha.states(), ha.attributes("sensor.edgepipe_door_entry_in"))
+    finally:
+        pub.close()

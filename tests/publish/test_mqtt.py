@@ -17,7 +17,7 @@ import pytest
 
 from edgepipe.config import MqttConfig
 from edgepipe.errors import FieldError
-from edgepipe.publish.discovery import RuleEntities, discovery_messages, discovery_scope
+from edgepipe.publish.discovery import RuleEntities, discovery_messages, discovery_scope, legacy_topics
 from edgepipe.publish.mqtt import MqttPublisher, MqttSettings, mqtt_settings
 from edgepipe.publish.outbox import Outbox
 from edgepipe.types import Event
@@ -53,7 +53,8 @@ def settings(
     """An `outputs.mqtt` section read as `edgepipe run` reads it; a password given inline (the
     config only takes it from a file or a variable)."""
     cfg = MqttConfig.model_validate({"host": host, "port": port, "outbox": {"path": outbox}, **section})
-    return dataclasses.replace(mqtt_settings("door", cfg, discovery, scope), password=password)
+    cleanup = () if scope is None else (scope,)
+    return dataclasses.replace(mqtt_settings("door", cfg, discovery, cleanup), password=password)
 
 
 def publisher(broker: Broker, tmp_path: Path, **kwargs: Any) -> MqttPublisher:
@@ -321,7 +322,7 @@ def test_home_assistant_discovery_is_published_retained_on_connect(
     pub.publish_counts({"entry": {"in": 4, "out": 1}})
     pub.close()
     sub = subscribe(broker, "homeassistant/#")  # after the fact: retained
-    assert sub.wait_for(lambda s: len(s.messages) == len(messages))
+    assert sub.wait_for(lambda s: len(s.messages) == len(messages)), [(t, len(p)) for t, p, _ in sub.messages]
     assert sub.retained() == {topic: payload.decode() for topic, payload in messages}
     config = json.loads(sub.retained()["homeassistant/sensor/edgepipe_door/entry_in/config"])
     assert config["state_topic"] == f"{COUNTS}/entry/in"
@@ -352,3 +353,24 @@ def test_discovery_clears_the_entities_of_a_rule_that_is_gone(
     late = subscribe(broker, "homeassistant/#")
     expected = {topic for topic, _ in after} | {"homeassistant/sensor/other_device/x/config"}
     assert late.wait_for(lambda s: set(s.retained()) == expected)
+
+
+def test_discovery_clears_the_configs_an_older_edgepipe_left(
+    broker: Broker, subscribe: Callable[..., Subscriber], tmp_path: Path
+) -> None:
+    """edgepipe 0.2 published `homeassistant/sensor/edgepipe_door_entry_in/config`, with the unique id
+    today's entry_in sensor has: Home Assistant would refuse the new config while the old is retained."""
+    old = "homeassistant/sensor/edgepipe_door_entry_in/config"
+    keeper = subscribe(broker, "homeassistant/#")
+    keeper.client.publish(old, b'{"unique_id": "edgepipe_door_entry_in"}', qos=1, retain=True)
+    rules = [RuleEntities("entry", ("in", "out"), None)]
+    cleanup = (discovery_scope("door"), *legacy_topics("door", rules))
+    assert old in cleanup
+    cfg = MqttConfig.model_validate(
+        {"host": broker.host, "port": broker.port, "outbox": {"path": tmp_path / "o.sqlite"}}
+    )
+    pub = MqttPublisher("door", mqtt_settings("door", cfg, door_discovery(rules), cleanup))
+    assert keeper.wait_for(lambda s: s.texts(old)[-1:] == [""])
+    pub.close()
+    late = subscribe(broker, "homeassistant/#")
+    assert late.wait_for(lambda s: set(s.retained()) == {topic for topic, _ in door_discovery(rules)})
