@@ -245,12 +245,12 @@ class LastingCounts:
     def restore(self) -> list[Event]:
         """At start: take up the saved totals; `counts_reset` events if their period ended since."""
         now_s = self._clock()
-        stored = self.store.load() if self.store is not None else None
-        if stored is not None:
-            self.rules.restore_counts(stored.counts)
-            log.info(
-                "%s: counts of the last run taken up from %s", self.pipeline, self.store and self.store.path
-            )
+        stored = None
+        if self.store is not None:
+            stored = self.store.load()
+            if stored is not None:
+                self.rules.restore_counts(stored.counts)
+                log.info("%s: counts of the last run taken up from %s", self.pipeline, self.store.path)
         if self.schedule is None:
             return []
         period_start_s = self.schedule.period_start(now_s)

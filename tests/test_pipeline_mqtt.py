@@ -2,7 +2,9 @@
 and a real paho subscriber. The events the rules produced are taken from the run's own
 `--events` JSON-lines file (written after the outbox commit) and compared by id with what the
 subscriber received: a broker outage mid-run, and a SIGKILL while the broker is down. (These are the
-durability scenarios: the publisher-level tests in tests/publish/ cover the pieces.)"""
+durability scenarios: the publisher-level tests in tests/publish/ cover the pieces.) Then what a
+subscriber sees across runs: `stopped` after SIGTERM and `offline` after SIGKILL on the availability
+topic, and retained totals that only rise over three runs, the first without a broker."""
 
 from __future__ import annotations
 
