@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
 def _probe_broker(cfg: PipelineConfig, ready: Prepared) -> str:
     """Connect to the pipeline's broker as `run` would; a refusal or no answer is a finding at the
     `outputs.mqtt` section's line. What the ok line adds, e.g. ", MQTT broker localhost:1883"."""
-    from edgepipe.publish.mqtt import probe_broker
+    from edgepipe.publish.probe import probe_broker
 
     if ready.mqtt is None:
         return ""
