@@ -194,10 +194,9 @@ class MqttPublisher:
         self.discovery = list(settings.discovery)
         self._discovery_topics = frozenset(topic for topic, _ in self.discovery)
         self.discovery_removed = 0  # retained configs of entities that are gone, cleared
-        self._cleared_at: float | None = None  # when the last one was cleared (paho's thread writes it)
-        self._resent_for: float | None = (
-            None  # the clear the configs were last sent again for (sender thread)
-        )
+        # when a config was last cleared (paho's thread), and the clear they were sent again for (sender)
+        self._cleared_at: float | None = None
+        self._resent_for: float | None = None
         self._log = _PipelineLog(log, {"pipeline": pipeline})
 
         # state seen by paho's thread too: plain attributes written by one side only
@@ -411,7 +410,7 @@ class MqttPublisher:
         for topic, payload in self.discovery:
             client.publish(topic, payload, qos=1, retain=True)
         if self.settings.discovery_cleanup:
-            # The broker's retained configs of this device come back; noLocal: not those just sent.
+            # The broker sends the retained configs under these filters; noLocal: not our own clears.
             options = SubscribeOptions(qos=1, noLocal=True)
             client.subscribe([(topic, options) for topic in self.settings.discovery_cleanup])
         self._wake.set()
