@@ -10,8 +10,10 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -494,7 +496,13 @@ class MqttConfig(Model):
     tls: TlsConfig | None = None
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     home_assistant_discovery: bool = Field(
-        False, description="publish retained Home Assistant discovery configs: one sensor per rule count"
+        False, description="publish retained Home Assistant discovery configs: a device per pipeline (README)"
+    )
+    discovery_prefix: str = Field(
+        "homeassistant",
+        pattern=TOPIC_PATTERN,
+        max_length=256,
+        description="Home Assistant's discovery prefix (its MQTT integration setting); no NUL, + or #",
     )
 
     @model_validator(mode="before")
@@ -647,6 +655,61 @@ class HttpConfig(Model):
         return SecretStr(value)
 
 
+class CountsConfig(Model):
+    """The rules' totals across restarts and reset periods (counts.py)."""
+
+    reset: Literal["never", "daily", "hourly"] = Field(
+        "never",
+        description="when the totals go back to zero (a counts_reset event per rule says what they were)",
+    )
+    at: str = Field(
+        "00:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="HH:MM; daily: the local time of the reset; hourly: 00:MM, the minute of every hour",
+    )
+    time_zone: str | None = Field(
+        None,
+        description="IANA time zone of `at`, e.g. Europe/Berlin (default: the machine's, TZ or /etc/localtime)",
+    )
+    persist: bool | None = Field(
+        None, description="save the totals and take them up at the next start (default: with an MQTT output)"
+    )
+    path: Path | None = Field(
+        None,
+        description="the totals file (default: <name>-counts.json beside the MQTT outbox, or in the state directory)",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name such as Europe/Berlin or UTC"
+            ) from None
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
+
+    @model_validator(mode="after")
+    def _hourly_minute(self) -> CountsConfig:
+        if self.reset == "hourly" and not self.at.startswith("00:"):
+            raise ValueError(
+                f"reset hourly happens at a minute of every hour: write at: '00:{self.at[3:]}', not '{self.at}'"
+            )
+        return self
+
+    def at_time(self) -> dt_time:
+        hours, minutes = self.at.split(":")
+        return dt_time(int(hours), int(minutes))
+
+
 # ---------------------------------------------------------------- the pipeline
 class PipelineConfig(Model):
     """One camera: source → detector → tracker → rules → outputs."""
@@ -662,6 +725,7 @@ class PipelineConfig(Model):
     rules: list[RuleConfig] = Field(default_factory=list)
     linking: LinkingConfig = Field(default_factory=LinkingConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    counts: CountsConfig = Field(default_factory=CountsConfig)
     http: HttpConfig | None = Field(None, description="serve a live page, /metrics and /healthz (off)")
     status_interval_s: float = Field(
         10.0, gt=0, le=3600, description="how often stats go to the status topic"

@@ -17,24 +17,26 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
 
 from edgepipe.config import LineRuleConfig, PipelineConfig, ZoneRuleConfig
+from edgepipe.counts import LastingCounts, counts_path_of, lasting_counts
 from edgepipe.detect import Detector, ModelPool
 from edgepipe.draw import Scene, rule_shapes
 from edgepipe.errors import FieldError, OutputError
 from edgepipe.linking import TrackLinker
 from edgepipe.metrics import Metrics, PrometheusPipeline, log_line
 from edgepipe.publish import FanoutPublisher, Publisher
-from edgepipe.publish.discovery import discovery_messages
+from edgepipe.publish.discovery import home_assistant_discovery
 from edgepipe.publish.jsonl import JsonlSink, check_events_path
 from edgepipe.publish.mqtt import MqttPublisher, MqttSettings, mqtt_settings
 from edgepipe.rules import LineCrossing, Rules, Zone
 from edgepipe.sources import Source, SourceStats, open_source
 from edgepipe.track import Tracker, build_tracker
-from edgepipe.types import Counts, Detections, Event, Frame, FrameResult, totals
+from edgepipe.types import Counts, Detections, Event, Frame, FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ class Pipeline:
         *,
         max_frames: int | None = None,
         status_interval_s: float = 10.0,
+        counts: LastingCounts | None = None,
         watcher: Watcher | None = None,
         prometheus: PrometheusPipeline | None = None,
     ) -> None:
@@ -142,6 +145,8 @@ class Pipeline:
         self.tracker = tracker
         self.rules = rules
         self.publisher = publisher
+        # the rules' totals across restarts and reset periods (counts.py); by default, this run's only
+        self.counts = counts if counts is not None else LastingCounts(name, rules)
         self.max_frames = max_frames
         self.status_interval_s = status_interval_s
         self.watcher = watcher
@@ -168,10 +173,12 @@ class Pipeline:
                     self.detector.prepare(frame_hw)  # compile before READY, not on the first frame
                     self._place_rules(frame_hw)  # a rule outside the frame stops here, before READY
                 lifecycle.ready(self.name)
+                self._publish(self.counts.restore())  # earlier runs' totals (reset if their period ended)
                 self._publish_counts()  # retained totals from the start
                 frame_waiting = self.source.frame_waiting if self.source.is_live else None
                 frames = self._clocked(self.source.frames())
                 for item in self.detector.stream(frames, frame_waiting=frame_waiting):
+                    self._publish(self.counts.reset_if_due())  # counts.reset: a new period began
                     if item is not None:  # None: no frame for a while (a camera reconnecting)
                         yield self._track_and_count(*item)
                     self._heartbeat(lifecycle)
@@ -237,6 +244,7 @@ class Pipeline:
             self.metrics.event(event)
             self.publisher.publish(event)
         if events:  # totals change only with an event: publish them then, and only then
+            self.counts.save()  # saved first: what a restart takes up is never behind what was published
             self._publish_counts()
 
     def _publish_counts(self) -> None:
@@ -270,7 +278,10 @@ class Pipeline:
             self._publish(self.rules.close())
             self._last_status = snapshot = self.status()
             self.publisher.publish_status(snapshot)
-            self.publisher.close()
+            try:
+                self.publisher.close()
+            finally:
+                self.counts.close()
             self.stats.lost = self.publisher.lost()
             self.stats.skipped_frames = self.source.stats().skipped
         finally:
@@ -287,7 +298,7 @@ class Pipeline:
             outbox_depth=self.publisher.backlog(),
         )
         snapshot["run_fps"] = round(self.stats.fps, 2)
-        problems = self.publisher.problems()
+        problems = self.publisher.problems() + self.counts.problems()
         if problems:  # "degraded": still counting, but delivery is not as it should be
             snapshot["problems"] = problems
         return snapshot
@@ -307,6 +318,7 @@ class Prepared:
     rules: Rules
     mqtt: MqttSettings | None
     jsonl_paths: list[str]
+    counts_path: Path | None  # where the totals last across runs; None: they do not
 
 
 def prepare(
@@ -325,13 +337,11 @@ def prepare(
     mqtt = cfg.outputs.mqtt if outputs else None
     mqtt_ready = None
     if mqtt is not None:
-        counters = {rule: list(totals(values)) for rule, values in rules.counts().items()}
-        discovery = (
-            discovery_messages(cfg.name, counters, topic_prefix=mqtt.topic_prefix)
-            if mqtt.home_assistant_discovery
-            else ()
-        )
-        mqtt_ready = located(cfg, ("outputs", "mqtt"), lambda: mqtt_settings(cfg.name, mqtt, discovery))
+        discovery: tuple[list[tuple[str, bytes]], list[str]] = ([], [])
+        if mqtt.home_assistant_discovery:
+            discovery = home_assistant_discovery(cfg, rules.counts())  # configs, and what to clear
+        mqtt_ready = located(cfg, ("outputs", "mqtt"), lambda: mqtt_settings(cfg.name, mqtt, *discovery))
+    counts_path = located(cfg, ("counts",), lambda: counts_path_of(cfg, mqtt_ready))
     jsonl: list[str] = []
     if outputs and cfg.outputs.jsonl is not None:
         try:
@@ -342,7 +352,7 @@ def prepare(
     if events_path is not None:
         check_events_path(events_path)
         jsonl.append(events_path)
-    return Prepared(cfg, open_source(cfg.source), detector, tracker, rules, mqtt_ready, jsonl)
+    return Prepared(cfg, open_source(cfg.source), detector, tracker, rules, mqtt_ready, jsonl, counts_path)
 
 
 def build(
@@ -362,6 +372,7 @@ def build(
     after them (the Python API's event consumers). `watcher` (the web page's view of this pipeline)
     and `prometheus` (its instruments on the process's /metrics) are for `edgepipe run --http`."""
     ready = prepare(cfg, pool, events_path=events_path, outputs=outputs)
+    counts = lasting_counts(cfg, ready.rules, ready.counts_path)  # before the outputs: it holds no thread
     own: list[Publisher] = [JsonlSink(path) for path in ready.jsonl_paths]
     if ready.mqtt is not None:
         own.insert(0, MqttPublisher(cfg.name, ready.mqtt))
@@ -374,6 +385,7 @@ def build(
         FanoutPublisher([*own, *publishers]),
         max_frames=max_frames,
         status_interval_s=cfg.status_interval_s,
+        counts=counts,
         watcher=watcher,
         prometheus=prometheus,
     )

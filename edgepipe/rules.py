@@ -63,6 +63,7 @@ class _Sighting:
     bbox: Box
     frame: int
     ts: float
+    media_time_s: float | None  # Frame.source_time: where in the file, for file sources
 
 
 def _sighting(tracks: Tracks, row: int, frame: Frame) -> _Sighting:
@@ -72,6 +73,7 @@ def _sighting(tracks: Tracks, row: int, frame: Frame) -> _Sighting:
         _bbox(tracks.xyxy[row]),
         frame.index,
         frame.timestamp,
+        frame.source_time,
     )
 
 
@@ -104,6 +106,10 @@ class Rule(Protocol):
     def update(self, tracks: Tracks, frame: Frame, lineage: Lineage | None = None) -> list[Event]: ...
 
     def counts(self) -> RuleCounts: ...
+
+    def restore_counts(self, counts: RuleCounts) -> None: ...
+
+    def reset_counts(self) -> None: ...
 
     def close(self, frame: Frame | None, lineage: Lineage | None = None) -> list[Event]: ...
 
@@ -142,6 +148,25 @@ class _TrackRule:
             tally = self._by_label[label] = dict.fromkeys(self._count_keys, 0)
         tally[key] += step
 
+    def restore_counts(self, counts: RuleCounts) -> None:
+        """Take up the totals of an earlier run (counts.py): keys this rule counts are restored, the
+        rest (gauges such as occupancy, keys of a rule that changed type) are left out."""
+        for key in self._count_keys:
+            value = counts.get(key)
+            if isinstance(value, int):
+                self._total[key] = value
+        by_label = counts.get("by_label")
+        if isinstance(by_label, dict):
+            for label, tally in by_label.items():
+                self._by_label[label] = {key: int(tally.get(key, 0)) for key in self._count_keys}
+
+    def reset_counts(self) -> None:
+        """Totals back to zero (counts.reset): every label seen stays, at zero, so whoever reads a
+        label's count sees it go back too. Gauges (occupancy) are not counts: they stay."""
+        self._total = dict.fromkeys(self._count_keys, 0)
+        for tally in self._by_label.values():
+            tally.update(dict.fromkeys(self._count_keys, 0))
+
     def _counts(self, **gauges: Counter[str]) -> RuleCounts:
         """Totals, then the same per label; `gauges` are current values per label (e.g. occupancy),
         which come first."""
@@ -173,6 +198,7 @@ class _TrackRule:
             bbox=seen.bbox,
             frame=seen.frame,
             ts=seen.ts,
+            media_time_s=seen.media_time_s,
             direction=direction,
             dwell_s=None if dwell_s is None else round(max(dwell_s, 0.0), 3),
             linked_from=lineage.origin.get(track_id),
@@ -557,6 +583,17 @@ class Rules:
         """Running totals per rule and per label, e.g.
         {"door": {"in": 3, "out": 1, "by_label": {"person": {"in": 3, "out": 1}}}}."""
         return {rule.name: rule.counts() for rule in self.rules}
+
+    def restore_counts(self, counts: Counts) -> None:
+        """Totals of an earlier run, by rule name; rules that are not there any more are left out."""
+        for rule in self.rules:
+            if rule.name in counts:
+                rule.restore_counts(counts[rule.name])
+
+    def reset_counts(self) -> None:
+        """Every rule's totals back to zero (gauges such as occupancy stay)."""
+        for rule in self.rules:
+            rule.reset_counts()
 
     def close(self, frame: Frame | None = None) -> list[Event]:
         """Shutdown: zones emit `zone_exit` for tracks still inside, those waiting for a successor

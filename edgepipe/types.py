@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -109,28 +109,38 @@ def utc_iso(timestamp: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Something a rule saw happen; its JSON form is the public MQTT payload (schema 1)."""
+    """Something that happened in a pipeline; its JSON form is the public MQTT payload (schema 1).
 
-    type: str  # line_cross | zone_enter | zone_exit | zone_loiter | ...
+    Events of a track (line_cross, zone_*) carry the track's fields; a `counts_reset` has none and
+    carries the totals of the period that ended instead. Fields that are None are left out of the JSON."""
+
+    type: str  # line_cross | zone_enter | zone_exit | zone_loiter | counts_reset
     pipeline: str
     rule: str
-    track_id: int
-    label: str
-    score: float
-    bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
-    frame: int
-    ts: float  # seconds since the epoch (UTC); serialised as ISO 8601
+    ts: float  # capture time of the frame (or when a reset happened), seconds since the epoch (UTC)
+    _: KW_ONLY
+    track_id: int | None = None
+    label: str | None = None
+    score: float | None = None
+    bbox: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 in frame pixels
+    frame: int | None = None  # index of the frame in its source
+    media_time_s: float | None = None  # the frame's time in the file (Frame.source_time); None when live
     direction: str | None = None  # "in" / "out" for line_cross
     dwell_s: float | None = None  # time inside, for zone_exit and zone_loiter
     linked_from: int | None = None  # first track id of a broken track this one carries on (rules.py)
+    counts: RuleCounts | None = None  # counts_reset: the rule's totals just before the reset
     id: str = field(default_factory=lambda: uuid.uuid4().hex)  # made once, where the event is created
 
     def to_dict(self) -> dict[str, Any]:
         payload = asdict(self)
         payload["schema"] = EVENT_SCHEMA_VERSION
         payload["ts"] = utc_iso(self.ts)
-        payload["bbox"] = [round(float(v), 1) for v in self.bbox]
-        payload["score"] = round(float(self.score), 4)
+        if self.bbox is not None:
+            payload["bbox"] = [round(float(v), 1) for v in self.bbox]
+        if self.score is not None:
+            payload["score"] = round(float(self.score), 4)
+        if self.media_time_s is not None:
+            payload["media_time_s"] = round(float(self.media_time_s), 3)
         return {k: v for k, v in payload.items() if v is not None}
 
     def to_json(self) -> str:

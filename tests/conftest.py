@@ -31,12 +31,18 @@ def shared_data(shared_dir: Path) -> Path:
 
 
 # Area fixtures (broker, RTSP server, compiled models), each in its own module.
-pytest_plugins = ["tests.fixtures.mqtt", "tests.fixtures.rtsp", "tests.fixtures.model"]
+pytest_plugins = [
+    "tests.fixtures.mqtt",
+    "tests.fixtures.rtsp",
+    "tests.fixtures.model",
+    "tests.fixtures.homeassistant",
+]
 
 
-# A test that uses one of these needs a real broker or RTSP server: it is `slow`, never in the fast lane.
+# A test that uses one of these needs a real broker, RTSP server or Home Assistant: it is `slow`,
+# never in the fast lane.
 SERVER_FIXTURES = frozenset(
-    {"broker", "mosquitto", "subscribe", "tls_broker", "rtsp_server", "rtsp_server_fn"}
+    {"broker", "mosquitto", "subscribe", "tls_broker", "rtsp_server", "rtsp_server_fn", "home_assistant"}
 )
 
 

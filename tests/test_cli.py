@@ -69,7 +69,9 @@ def test_run_with_a_missing_pipeline_file(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_check_accepts_the_bundled_pipelines() -> None:
-    result = edgepipe("check", "pipelines/demo.yml", "pipelines/door.yml")
+    # door.yml's broker is localhost:1883, which no test may count on (tests/commands/test_check.py
+    # checks brokers, real ones on ports of their own)
+    result = edgepipe("check", "--no-broker", "pipelines/demo.yml", "pipelines/door.yml")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "pipelines/demo.yml: ok (demo: 2 rules, model nanodet-plus-m_416_fp16.xml, 480x360 frames)",
@@ -93,6 +95,8 @@ def test_check_finds_what_only_the_model_and_the_machine_know_at_its_line(tmp_pa
                      ":8: outputs.mqtt.password_env: the environment variable EDGEPIPE_NOT_SET_HERE is not set"),
         "events folder": (head + f"detector: {{model: {model}}}\noutputs:\n  jsonl: {{path: {tmp_path}}}\n",
                           f":5: outputs.jsonl.path: the events file {tmp_path} is not a file"),
+        "counts folder": (head + f"detector: {{model: {model}}}\ncounts:\n  persist: true\n  path: {tmp_path}\n",
+                          f":6: counts.path: the counts file {tmp_path} is not a file (a folder?)"),
     }  # fmt: skip
     paths = []
     for name, (text, _) in cases.items():
@@ -116,13 +120,18 @@ def test_check_finds_a_rule_outside_the_frame(tmp_path: Path) -> None:
     )
     path = tmp_path / "door.yml"
     path.write_text(text)
-    result = edgepipe("check", str(path))
+    result = edgepipe("check", "--no-broker", str(path))  # door.yml's broker is not part of this test
     assert result.returncode == 2
     assert result.stderr == (
         f"edgepipe: error: {path}:24: rules[1].points: [600, 5000] is outside the 768x432 frame (x 0..768, y 0..432); "
         "`edgepipe snapshot` draws the frame with a pixel grid\n"
     )
-    assert edgepipe("check", "--no-source", str(path)).returncode == 0
+    assert edgepipe("check", "--no-source", "--no-broker", str(path)).returncode == 0
+    # without --no-broker both findings are reported: the rule, and the broker that is not there
+    both = edgepipe("check", str(path)).stderr
+    assert (
+        f"{path}:24: rules[1].points" in both and f"{path}:32: outputs.mqtt: cannot reach MQTT broker" in both
+    )
 
 
 @pytest.mark.integration

@@ -214,6 +214,29 @@ BROKEN = [
         ":1: name: 'aaaa",
     ),
     (
+        "unknown time zone",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\ncounts:\n  reset: daily\n"
+        "  time_zone: Europe/Berln\n",
+        ":6: counts.time_zone: unknown time zone 'Europe/Berln': use an IANA name such as Europe/Berlin or UTC",
+    ),
+    (
+        "reset time out of the day",
+        'name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\ncounts:\n  at: "24:00"\n',
+        ":5: counts.at: '24:00' does not match the pattern",
+    ),
+    (
+        "hourly reset at an hour",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\ncounts:\n  reset: hourly\n"
+        '  at: "03:15"\n',
+        ":4: counts: reset hourly happens at a minute of every hour: write at: '00:15', not '03:15'",
+    ),
+    (
+        "wildcard in the discovery prefix",
+        "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\noutputs:\n  mqtt:\n"
+        "    host: h\n    discovery_prefix: ha/#\n",
+        ":7: outputs.mqtt.discovery_prefix: 'ha/#' does not match the pattern",
+    ),
+    (
         "password without username",
         "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\noutputs:\n  mqtt:\n"
         "    host: localhost\n    password_env: MQTT_PW\n",

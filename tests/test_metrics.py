@@ -141,10 +141,23 @@ def test_prometheus_counts_frames_events_and_latencies_per_pipeline(
     yard = Metrics("yard", clock=mono, wall_clock=wall, prometheus=prometheus.pipeline("yard"))
     run_frames(door, mono, wall, n=11, interval_s=0.1, age_s=0.25)
     run_frames(yard, mono, wall, n=3, interval_s=0.1, age_s=2.0)
-    event = Event("line_cross", "door", "entry", 7, "person", 0.9, (0, 0, 1, 1), 3, 0.0, direction="in")
+    event = Event("line_cross", "door", "entry", 0.0, track_id=7, label="person", score=0.9, bbox=(0, 0, 1, 1), frame=3,
+                  direction="in")  # fmt: skip
     door.event(event)
     door.event(event)
-    door.event(Event("zone_enter", "door", "table", 7, "person", 0.9, (0, 0, 1, 1), 3, 0.0))
+    door.event(
+        Event(
+            "zone_enter",
+            "door",
+            "table",
+            0.0,
+            track_id=7,
+            label="person",
+            score=0.9,
+            bbox=(0, 0, 1, 1),
+            frame=3,
+        )
+    )
     families = _families(prometheus)
     frames = families["edgepipe_frames"]
     assert frames.type == "counter"

@@ -2,7 +2,9 @@
 and a real paho subscriber. The events the rules produced are taken from the run's own
 `--events` JSON-lines file (written after the outbox commit) and compared by id with what the
 subscriber received: a broker outage mid-run, and a SIGKILL while the broker is down. (These are the
-durability scenarios: the publisher-level tests in tests/publish/ cover the pieces.)"""
+durability scenarios: the publisher-level tests in tests/publish/ cover the pieces.) Then what a
+subscriber sees across runs: `stopped` after SIGTERM and `offline` after SIGKILL on the availability
+topic, and retained totals that only rise over three runs, the first without a broker."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 
 from edgepipe.publish.outbox import Outbox
+from edgepipe.publish.topics import Topics
 from tests.fixtures.mqtt import Broker, Subscriber
 from tests.waiting import wait_until
 
@@ -29,6 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "models" / "nanodet-plus-m_320_fp16.xml"
 EVENTS = "edgepipe/vtest/events"
+AVAILABLE = "edgepipe/vtest/available"
 
 
 def write_config(
@@ -122,7 +126,7 @@ def test_broker_outage_mid_run_delivers_every_event_once(
     try:
 
         def online(s: Subscriber) -> bool:
-            return any(p["state"] == "online" for p in s.payloads("edgepipe/vtest/status"))
+            return "online" in s.texts(AVAILABLE)
 
         sub.wait_for(lambda s: online(s) or run.poll() is not None, timeout_s=120)
         if not online(sub):
@@ -161,8 +165,8 @@ def test_broker_outage_mid_run_delivers_every_event_once(
     assert max(depths) >= during >= 8
     assert "lost the connection to MQTT broker" in out.decode()
     assert "Traceback" not in out.decode()
-    # retained totals agree with the events; the last status is "offline"
-    assert sub.wait_for(lambda s: s.payloads("edgepipe/vtest/status")[-1]["state"] == "offline")
+    # retained totals agree with the events; a clean end says "stopped"
+    assert sub.wait_for(lambda s: s.texts(AVAILABLE)[-1] == "stopped")
     assert sub.payloads("edgepipe/vtest/counts")[-1] == expected_counts(produced)
 
 
@@ -219,7 +223,10 @@ def test_unreachable_broker_the_run_still_counts_and_logs_retries(
     events = read_events(tmp_path / "events.jsonl")
     assert summary_events(out) == dict(Counter(e["type"] for e in events))
     assert len(events) >= 1
-    assert outbox_rows(tmp_path / "outbox.sqlite") == len(events) + 1  # + the retained counts
+    # + the retained totals: the JSON and one row per plain counts/<rule>/... topic (the newest only)
+    saved = json.loads((tmp_path / "vtest-counts.json").read_text())["counts"]
+    plain = len(list(Topics.of("edgepipe", "vtest").count_values(saved)))
+    assert outbox_rows(tmp_path / "outbox.sqlite") == len(events) + 1 + plain
 
 
 def test_wrong_password_the_run_still_counts_and_says_credentials_were_refused(
@@ -256,7 +263,7 @@ def test_bad_ca_file_is_one_error_line_before_any_frame(
     assert "Traceback" not in out
 
 
-def test_home_assistant_discovery_announces_one_sensor_per_rule_count(
+def test_home_assistant_discovery_announces_the_pipeline_as_one_device(
     mosquitto: Callable[..., Broker], subscribe: Callable[..., Subscriber], tmp_path: Path, video: Path
 ) -> None:
     broker = mosquitto()
@@ -266,20 +273,93 @@ def test_home_assistant_discovery_announces_one_sensor_per_rule_count(
     run = edgepipe_run(config, tmp_path / "events.jsonl", max_frames=5)
     out = run.communicate(timeout=120)[0].decode()
     assert run.returncode == 0, out[-3000:]
-    # retained: a subscriber that comes later still finds every sensor
+    # retained: a subscriber that comes later still finds every entity
     listener = subscribe(broker, "homeassistant/#")
-    expected = {
-        f"homeassistant/sensor/edgepipe_vtest_{rule}_{key}/config"
+    counts = [
+        f"sensor/edgepipe_vtest/{rule}_{key}"
         for rule, keys in (
             ("crossing", ("in", "out")),
             ("lawn", ("occupancy", "enter", "exit")),
             ("scene", ("occupancy", "enter", "exit")),
         )
         for key in keys
-    }
-    assert listener.wait_for(lambda s: {t for t, _, _ in s.messages} >= expected, timeout_s=10)
-    config_of = {t: json.loads(p) for t, p, _ in listener.messages}
-    door_in = config_of["homeassistant/sensor/edgepipe_vtest_crossing_in/config"]
-    assert door_in["state_topic"] == "edgepipe/vtest/counts"
-    assert door_in["value_template"] == '{{ value_json["crossing"]["in"] }}'
-    assert door_in["availability_topic"] == "edgepipe/vtest/status"
+    ]
+    others = ["binary_sensor/edgepipe_vtest/camera", "event/edgepipe_vtest/events"] + [
+        f"sensor/edgepipe_vtest/{name}" for name in ("fps", "frame_age", "outbox_depth", "dropped_frames")
+    ]
+    expected = {f"homeassistant/{entity}/config" for entity in counts + others}
+    assert listener.wait_for(lambda s: set(s.retained()) == expected, timeout_s=10)
+    door_in = json.loads(listener.retained()["homeassistant/sensor/edgepipe_vtest/crossing_in/config"])
+    assert door_in["state_topic"] == "edgepipe/vtest/counts/crossing/in"
+    assert [a["topic"] for a in door_in["availability"]] == [AVAILABLE, "edgepipe/vtest/camera"]
+
+
+# ---------------------------------------------------------------- availability and lasting counts
+def test_sigterm_leaves_stopped_and_sigkill_leaves_offline(
+    broker: Broker, subscribe: Callable[..., Subscriber], tmp_path: Path, video: Path
+) -> None:
+    """Frigate's convention, which Home Assistant users know: `stopped` after a clean shutdown, the
+    Last Will `offline` after a crash, so the two can be told apart."""
+    sub = subscribe(broker, AVAILABLE)
+    config = write_config(tmp_path, video, broker)  # realtime: the run lasts until it is ended
+    for signum, left in ((signal.SIGTERM, "stopped"), (signal.SIGKILL, "offline")):
+        run = edgepipe_run(config, tmp_path / "events.jsonl", max_frames=795)
+        try:
+            assert sub.wait_for(lambda s: s.texts()[-1:] == ["online"], timeout_s=120), sub.texts()
+            run.send_signal(signum)
+            out = run.communicate(timeout=60)[0].decode()
+        finally:
+            if run.poll() is None:
+                run.kill()
+        assert run.returncode == (0 if signum == signal.SIGTERM else -signal.SIGKILL), out[-3000:]
+        assert sub.wait_for(lambda s: s.texts()[-1] == left, timeout_s=30), sub.texts()  # noqa: B023
+        late = subscribe(broker, AVAILABLE)  # what the broker keeps for whoever comes later
+        assert late.wait_for(lambda s: s.retained() == {AVAILABLE: left}, timeout_s=10)  # noqa: B023
+    assert sub.texts() == ["online", "stopped", "online", "offline"]
+
+
+def test_retained_counts_only_rise_across_runs_even_after_a_run_without_broker(
+    mosquitto: Callable[..., Broker], subscribe: Callable[..., Subscriber], tmp_path: Path, video: Path
+) -> None:
+    """The broker-down case of the issue: run 1 counts with no broker (its totals wait in the outbox),
+    the broker comes back, runs 2 and 3 follow. Every retained total a subscriber sees goes only up
+    (occupancy is a gauge, not a total), and each run starts where the last one stopped."""
+    broker = mosquitto(start=False)
+    config = write_config(tmp_path, video, broker, realtime=False)
+    first = edgepipe_run(config, tmp_path / "run1.jsonl", max_frames=120)
+    assert first.wait(timeout=240) == 0
+    after_first = json.loads((tmp_path / "vtest-counts.json").read_text())["counts"]
+    assert after_first["scene"]["enter"] > 0
+    broker.start()
+    sub = subscribe(broker, "edgepipe/vtest/counts/#")
+    for number in (2, 3):
+        run = edgepipe_run(config, tmp_path / f"run{number}.jsonl", max_frames=120)
+        out = run.communicate(timeout=240)[0].decode()
+        assert run.returncode == 0, out[-3000:]
+    produced = sum(len(read_events(tmp_path / f"run{n}.jsonl")) for n in (1, 2, 3))
+    final = json.loads((tmp_path / "vtest-counts.json").read_text())["counts"]
+    assert (
+        final["scene"]["enter"]
+        + final["scene"]["exit"]
+        + final["lawn"]["enter"]
+        + final["lawn"]["exit"]
+        + final["crossing"]["in"]
+        + final["crossing"]["out"]
+        == produced
+    )  # every event of the 3 runs counted
+    assert sub.wait_for(
+        lambda s: s.retained().get("edgepipe/vtest/counts/scene/enter") == str(final["scene"]["enter"])
+    )
+    totals: dict[str, list[int]] = {}
+    for topic, payload, _ in sub.messages:
+        if topic.startswith("edgepipe/vtest/counts/") and not topic.endswith("/occupancy"):
+            totals.setdefault(topic, []).append(int(payload))
+    assert totals, "no plain totals arrived"
+    assert all(values == sorted(values) for values in totals.values()), totals
+    json_totals = [
+        (c["crossing"]["in"], c["crossing"]["out"], c["scene"]["enter"], c["scene"]["exit"])
+        for c in sub.payloads("edgepipe/vtest/counts")
+    ]
+    assert all(list(column) == sorted(column) for column in zip(*json_totals, strict=True)), json_totals
+    # the first totals of run 2 are run 1's, never the zeros of a fresh start
+    assert totals["edgepipe/vtest/counts/scene/enter"][0] >= after_first["scene"]["enter"]

@@ -77,12 +77,13 @@ def test_event_json_is_the_documented_payload() -> None:
         "line_cross",
         "door",
         "entry",
-        7,
-        "person",
-        np.float32(0.876543),  # numpy scalars come straight from the tracker
-        (np.float32(10.04), 20.0, 30.06, 40.0),
-        123,
         0.0,
+        track_id=7,
+        label="person",
+        score=np.float32(0.876543),  # numpy scalars come straight from the tracker
+        bbox=(np.float32(10.04), 20.0, 30.06, 40.0),
+        frame=123,
+        media_time_s=12.30049,
         direction="in",
     )
     payload = json.loads(event.to_json())
@@ -98,7 +99,22 @@ def test_event_json_is_the_documented_payload() -> None:
         "bbox": [10.0, 20.0, 30.1, 40.0],
         "frame": 123,
         "ts": "1970-01-01T00:00:00.000Z",
+        "media_time_s": 12.3,
         "direction": "in",
     }  # dwell_s is None for a line crossing: left out, not null
     assert len(event.id) == 32
-    assert event.id != Event("zone_enter", "door", "z", 1, "person", 0.5, (0, 0, 1, 1), 0, 0.0).id
+    assert event.id != Event("zone_enter", "door", "z", 0.0, track_id=1).id
+
+
+def test_a_counts_reset_event_has_no_track_fields() -> None:
+    totals = {"in": 3, "out": 1, "by_label": {"person": {"in": 3, "out": 1}}}
+    event = Event("counts_reset", "door", "entry", 1_795_000_000.0, counts=totals)
+    assert json.loads(event.to_json()) == {
+        "id": event.id,
+        "schema": EVENT_SCHEMA_VERSION,
+        "type": "counts_reset",
+        "pipeline": "door",
+        "rule": "entry",
+        "ts": "2026-11-18T11:06:40.000Z",
+        "counts": totals,
+    }

@@ -45,7 +45,7 @@ class RuleEvent:
     def of(cls, event: Event) -> RuleEvent | None:
         """None for events that are not about a rule's counts."""
         kind = event.direction if event.type == "line_cross" else _EVENT_KIND.get(event.type)
-        if kind is None:
+        if kind is None or event.frame is None:  # a counts_reset has no frame
             return None
         return cls(event.rule, kind, event.frame, event.linked_from is not None)
 

@@ -23,7 +23,7 @@ class Publisher(Protocol):
         """Running totals per rule, after they changed (retained on MQTT; only the newest matters)."""
 
     def publish_status(self, status: dict[str, object]) -> None:
-        """Periodic stats (fps, drops, source state)."""
+        """Periodic stats (fps, drops, `source_state`), and at once when the source state changed."""
 
     def backlog(self) -> int | None:
         """Messages accepted but not yet delivered (an outbox's depth); None if it keeps none."""
@@ -35,7 +35,7 @@ class Publisher(Protocol):
         """What keeps delivery from working normally right now (the pipeline is degraded)."""
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Flush what can be flushed within `timeout_s`, say "offline", release resources."""
+        """Flush what can be flushed within `timeout_s`, say "stopped", release resources."""
 
 
 class FanoutPublisher:

@@ -13,9 +13,13 @@ so a row handed to paho is never handed over again; across processes the outbox 
 the next start sends everything left, oldest first. A subscriber may therefore see a message twice
 (QoS 1 is at-least-once): every event carries a unique `id` to drop duplicates by.
 
-Topics: `<prefix>/<pipeline>/events` (QoS `qos`, not retained), `<prefix>/<pipeline>/counts`
-(retained, only the newest pending), `<prefix>/<pipeline>/status` (retained JSON with
-`"state": "online"|"offline"`, "offline" also as the Last Will, plus the periodic stats).
+Topics (topics.py; README, "Events and topics"): `events` (QoS `qos`, not retained); `counts` (JSON)
+and `counts/<rule>/<key>` (plain integers), retained, through the outbox, only the newest of each
+pending; and, published directly and again on every connect, retained: `available` (`online`,
+`offline` as the Last Will, `stopped` after a clean shutdown), `camera` (the source state) and
+`status` (JSON stats). With Home Assistant discovery the configs are published on every connect,
+and retained configs of this pipeline's device that are no longer among them (a rule was removed)
+are cleared with an empty retained message.
 """
 
 from __future__ import annotations
@@ -37,17 +41,24 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgepipe.config import MqttConfig, TlsConfig
 from edgepipe.errors import FieldError, OutputError
 from edgepipe.paths import state_directory
 from edgepipe.publish.outbox import Outbox, check_outbox_path
+from edgepipe.publish.topics import OFFLINE, ONLINE, STOPPED, Topics
 from edgepipe.types import Counts, Event, utc_iso
 
 log = logging.getLogger(__name__)
 
 # A broker that stays away should not fill the log: one line per interval, with the attempt count.
 _RETRY_LOG_INTERVAL_S = 30.0
+# Home Assistant removes a cleared entity asynchronously: a config with the same unique id (an older
+# edgepipe's config was cleared, edgepipe/publish/discovery.py) that it sees before then is refused, and
+# one that comes just after gets a new entity id ("…_2"). Measured with HA 2024.3: sent again at once,
+# "_2"; 3 s later, the old entity id. The configs are sent again this long after the last clear.
+_DISCOVERY_SETTLE_S = 3.0
 
 
 class _PipelineLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -118,6 +129,8 @@ class MqttSettings:
     outbox_max_age_s: float
     outbox_max_memory_messages: int
     discovery: tuple[tuple[str, bytes], ...] = ()  # (topic, payload), retained on every connect
+    # topic filters of this pipeline's discovery configs: retained ones not among `discovery` are cleared
+    discovery_cleanup: tuple[str, ...] = ()
 
     @property
     def broker(self) -> str:
@@ -125,7 +138,10 @@ class MqttSettings:
 
 
 def mqtt_settings(
-    pipeline: str, cfg: MqttConfig, discovery: Sequence[tuple[str, bytes]] = ()
+    pipeline: str,
+    cfg: MqttConfig,
+    discovery: Sequence[tuple[str, bytes]] = (),
+    discovery_cleanup: Sequence[str] = (),
 ) -> MqttSettings:
     """Read and check an `outputs.mqtt` section; problems are FieldErrors inside it."""
     password = cfg.password()
@@ -149,6 +165,7 @@ def mqtt_settings(
         outbox_max_age_s=cfg.outbox.max_age_s,
         outbox_max_memory_messages=cfg.outbox.max_memory_messages,
         discovery=tuple(discovery),
+        discovery_cleanup=tuple(discovery_cleanup),
     )
 
 
@@ -169,14 +186,19 @@ class MqttPublisher:
         self.broker = settings.broker
         self.qos = settings.qos
         self.username = settings.username
-        base = f"{settings.topic_prefix}/{pipeline}"
+        self.topics = Topics.of(settings.topic_prefix, pipeline)
         self.events_topic, self.counts_topic, self.status_topic = (
-            f"{base}/events",
-            f"{base}/counts",
-            f"{base}/status",
+            self.topics.events,
+            self.topics.counts,
+            self.topics.status,
         )
         self.max_inflight = max_inflight
         self.discovery = list(settings.discovery)
+        self._discovery_topics = frozenset(topic for topic, _ in self.discovery)
+        self.discovery_removed = 0  # retained configs of entities that are gone, cleared
+        # when a config was last cleared (paho's thread), and the clear they were sent again for (sender)
+        self._cleared_at: float | None = None
+        self._resent_for: float | None = None
         self._log = _PipelineLog(log, {"pipeline": pipeline})
 
         # state seen by paho's thread too: plain attributes written by one side only
@@ -184,6 +206,8 @@ class MqttPublisher:
         self._closing = False
         self._closed = False
         self._status: dict[str, object] = {}
+        self._camera: str | None = None  # the source state last heard of (status "source_state")
+        self._count_values: dict[str, int] = {}  # plain count topic → value last queued; frame loop only
         self.sent = 0  # messages handed to paho
         self.delivered = 0  # acknowledged by the broker and deleted from the outbox
         self.rejected = 0  # acknowledged with a failure reason code (e.g. not authorised): deleted, logged
@@ -191,6 +215,7 @@ class MqttPublisher:
         self.connect_failures = 0
         self._connect_throttle = _Throttle(_RETRY_LOG_INTERVAL_S)
         self._refused_throttle = _Throttle(_RETRY_LOG_INTERVAL_S)
+        self._subscribe_throttle = _Throttle(_RETRY_LOG_INTERVAL_S)
 
         self._outbox = Outbox(
             settings.outbox_path,
@@ -218,13 +243,16 @@ class MqttPublisher:
             client.tls_insecure_set(not settings.tls.check_hostname)
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
-        client.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+        client.will_set(self.topics.available, OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
-        client.max_inflight_messages_set(max_inflight + 2)  # + status messages, sent beside the outbox
+        # + the messages published beside the outbox (availability, camera, status); paho queues any beyond
+        client.max_inflight_messages_set(max_inflight + 3)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         self._sender = threading.Thread(target=self._send_loop, name=f"mqtt-sender-{pipeline}", daemon=True)
         self._sender.start()
@@ -260,16 +288,27 @@ class MqttPublisher:
         self._put(self.events_topic, event.to_json().encode(), retain=False, replace_key=None)
 
     def publish_counts(self, counts: Counts) -> None:
-        """Queue the retained totals, replacing any not yet sent."""
+        """Queue the retained totals, replacing any not yet sent: the JSON, and each plain integer
+        that changed since it was last queued (all of them the first time)."""
         # e.g. {"door": {"in": 3, "out": 1, "by_label": {...}}}, so templates read value_json.door.in
         self._put(self.counts_topic, _dumps(counts), retain=True, replace_key=self.counts_topic)
+        for topic, value in self.topics.count_values(counts):
+            if self._count_values.get(topic) != value:
+                self._put(topic, str(value).encode(), retain=True, replace_key=topic)
+                self._count_values[topic] = value
 
     def publish_status(self, status: dict[str, object]) -> None:
-        """Publish retained stats now if connected (not queued: only the newest matters and it is
-        sent again on every connect)."""
+        """Publish retained stats now if connected, and the camera state when it changed (not
+        queued: only the newest matters and both are sent again on every connect)."""
         self._status = dict(status)
+        camera = status.get("source_state")
+        camera_changed = isinstance(camera, str) and camera != self._camera
+        if camera_changed:
+            self._camera = str(camera)
         if self._connected:
-            self._client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
+            if camera_changed:
+                self._client.publish(self.topics.camera, self._camera, qos=1, retain=True)
+            self._client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
 
     def stats(self) -> dict[str, object]:
         return {
@@ -287,8 +326,9 @@ class MqttPublisher:
         }
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Send what can be sent within `timeout_s`, publish "offline", disconnect. Whatever is
-        left stays in the outbox for the next start."""
+        """Send what can be sent within `timeout_s`, publish "stopped", disconnect. Whatever is
+        left stays in the outbox for the next start; without an acknowledged "stopped" the broker
+        publishes the Last Will ("offline")."""
         if self._closed:
             return
         self._closed = True
@@ -297,16 +337,15 @@ class MqttPublisher:
         # Not only while connected: a short run may end before the first CONNACK has arrived.
         while self._outbox.depth and time.monotonic() < deadline:
             time.sleep(0.02)
-        offline_sent = False
+        stopped_sent = False
         if self._connected:
-            offline = self._status_payload("offline")
-            info = self._client.publish(self.status_topic, offline, qos=1, retain=True)
+            info = self._client.publish(self.topics.available, STOPPED, qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):  # connection lost meanwhile
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-            offline_sent = info.is_published()
+            stopped_sent = info.is_published()
         self._closing = True
-        # Without an acknowledged "offline", ask the broker to publish the Last Will (MQTT 5, reason 4).
-        self._client.disconnect(None if offline_sent else ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+        # Without an acknowledged "stopped", ask the broker to publish the Last Will (MQTT 5, reason 4).
+        self._client.disconnect(None if stopped_sent else ReasonCode(PacketTypes.DISCONNECT, identifier=4))
         self._client.loop_stop()
         self._stop.set()
         self._wake.set()
@@ -331,11 +370,10 @@ class MqttPublisher:
         self._outbox.put(topic, payload, qos=self.qos, retain=retain, replace_key=replace_key)
         self._wake.set()
 
-    def _status_payload(self, state: str) -> bytes:
-        payload: dict[str, object] = {"state": state, "pipeline": self.pipeline, "ts": utc_iso(time.time())}
-        if state == "online":
-            payload.update(self._status)
-            payload["mqtt"] = self.stats()
+    def _status_payload(self) -> bytes:
+        payload: dict[str, object] = {"pipeline": self.pipeline, "ts": utc_iso(time.time())}
+        payload.update(self._status)
+        payload["mqtt"] = self.stats()
         return _dumps(payload)
 
     # ------------------------------------------------------------ paho network thread
@@ -366,10 +404,46 @@ class MqttPublisher:
         self._connect_throttle.reset()
         self._refused_throttle.reset()
         self._log.info("connected to MQTT broker %s (%d messages queued)", self.broker, self._outbox.depth)
-        client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
+        client.publish(self.topics.available, ONLINE, qos=1, retain=True)
+        if self._camera is not None:
+            client.publish(self.topics.camera, self._camera, qos=1, retain=True)
+        if self._status:
+            client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
         for topic, payload in self.discovery:
             client.publish(topic, payload, qos=1, retain=True)
+        if self.settings.discovery_cleanup:
+            # The broker sends the retained configs under these filters; noLocal: not our own clears.
+            options = SubscribeOptions(qos=1, noLocal=True)
+            client.subscribe([(topic, options) for topic in self.settings.discovery_cleanup])
         self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        """A retained discovery config of this device (`discovery_cleanup`): clear it if its entity is
+        gone (a rule removed or renamed, a config of an older edgepipe), so Home Assistant removes it."""
+        if not message.retain or not message.payload or message.topic in self._discovery_topics:
+            return
+        client.publish(message.topic, b"", qos=1, retain=True)
+        self.discovery_removed += 1
+        self._log.info("removed the Home Assistant entity of %s: it is no longer published", message.topic)
+        self._cleared_at = time.monotonic()  # the sender thread sends the configs again (see there)
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: object,
+    ) -> None:
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused and self._subscribe_throttle():
+            self._log.warning(
+                "MQTT broker %s refused the subscription to this pipeline's Home Assistant configs (%s): entities "
+                "of removed rules are not cleared; the broker's ACL must let this user read %s",
+                self.broker,
+                ", ".join(refused),
+                " and ".join(self.settings.discovery_cleanup[:1]),
+            )
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         self.connect_failures += 1
@@ -419,6 +493,7 @@ class MqttPublisher:
                 self._take_acks()
                 if self._connected and not self._stop.is_set():
                     self._send_pending()
+                    self._resend_discovery()
             except Exception as err:
                 failures += 1
                 problem = f"the MQTT sender failed: {type(err).__name__}: {err}"
@@ -431,6 +506,17 @@ class MqttPublisher:
             self._sender_problem, failures = None, 0
         with contextlib.suppress(Exception):
             self._take_acks()
+
+    def _resend_discovery(self) -> None:
+        """The discovery configs again, `_DISCOVERY_SETTLE_S` after configs were cleared (see there)."""
+        cleared_at = self._cleared_at
+        if cleared_at is None or cleared_at == self._resent_for:
+            return
+        if time.monotonic() - cleared_at < _DISCOVERY_SETTLE_S:
+            return
+        self._resent_for = cleared_at
+        for topic, payload in self.discovery:
+            self._client.publish(topic, payload, qos=1, retain=True)
 
     def _take_acks(self) -> None:
         while True:

@@ -29,9 +29,9 @@ def test_segments_alternate_and_the_viewer_gets_pictures_in_its_own(
     assert all(s.frames == 30 and s.seconds > 0 and s.cpu_s > 0 for s in segments)
     watched = [s for s in segments if s.watched]
     assert all(s.pictures > 0 and s.picture_cpu_s > 0 for s in watched)
-    # after the viewer hangs up, at most the picture being drawn then is still made
+    # after the viewer hangs up, at most the pictures being drawn and sent then are still made
     most_per_picture = max(s.picture_cpu_s / s.pictures for s in watched)
-    assert all(s.pictures == 0 and s.picture_cpu_s <= 2 * most_per_picture for s in segments if not s.watched)
+    assert all(s.pictures == 0 and s.picture_cpu_s <= 3 * most_per_picture for s in segments if not s.watched)
     runs = whole_runs(cfg, rounds=2, frames=30, pool=pool)
     assert [r.server for r in runs] == [False, True, True, False]
     assert not (tmp_path / "events.jsonl").exists()  # outputs off: a benchmark writes no events

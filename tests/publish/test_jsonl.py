@@ -14,8 +14,8 @@ from edgepipe.types import Event
 
 
 def event(n: int) -> Event:
-    return Event("line_cross", "door", "entry", n, "person", 0.87654, (1, 2, 3, 4), 10 + n, 1_800_000_000.5,
-                 direction="in", id=f"id{n}")  # fmt: skip
+    return Event("line_cross", "door", "entry", 1_800_000_000.5, track_id=n, label="person", score=0.87654,
+                 bbox=(1, 2, 3, 4), frame=10 + n, direction="in", id=f"id{n}")  # fmt: skip
 
 
 def test_file_gets_one_flushed_line_per_event_and_appends(tmp_path: Path) -> None:

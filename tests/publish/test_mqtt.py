@@ -17,6 +17,7 @@ import pytest
 
 from edgepipe.config import MqttConfig
 from edgepipe.errors import FieldError
+from edgepipe.publish.discovery import RuleEntities, discovery_messages, discovery_scope, legacy_topics
 from edgepipe.publish.mqtt import MqttPublisher, MqttSettings, mqtt_settings
 from edgepipe.publish.outbox import Outbox
 from edgepipe.types import Event
@@ -29,12 +30,14 @@ REPO = Path(__file__).resolve().parents[2]
 EVENTS = "edgepipe/door/events"
 COUNTS = "edgepipe/door/counts"
 STATUS = "edgepipe/door/status"
+AVAILABLE = "edgepipe/door/available"
 
 
 def event(n: int) -> Event:
     return Event(
-        "line_cross", "door", "entry", n, "person", 0.9, (1, 2, 3, 4), n, 1_800_000_000.0 + n, direction="in"
-    )
+        "line_cross", "door", "entry", 1_800_000_000.0 + n,
+        track_id=n, label="person", score=0.9, bbox=(1, 2, 3, 4), frame=n, direction="in",
+    )  # fmt: skip
 
 
 def settings(
@@ -44,12 +47,14 @@ def settings(
     *,
     password: str | None = None,
     discovery: Sequence[tuple[str, bytes]] = (),
+    scope: str | None = None,
     **section: Any,
 ) -> MqttSettings:
     """An `outputs.mqtt` section read as `edgepipe run` reads it; a password given inline (the
     config only takes it from a file or a variable)."""
     cfg = MqttConfig.model_validate({"host": host, "port": port, "outbox": {"path": outbox}, **section})
-    return dataclasses.replace(mqtt_settings("door", cfg, discovery), password=password)
+    cleanup = () if scope is None else (scope,)
+    return dataclasses.replace(mqtt_settings("door", cfg, discovery, cleanup), password=password)
 
 
 def publisher(broker: Broker, tmp_path: Path, **kwargs: Any) -> MqttPublisher:
@@ -85,22 +90,25 @@ def test_events_counts_and_status_reach_a_subscriber_exactly(
     assert sub.wait_for(lambda s: any("fps" in p for p in s.payloads(STATUS)))
     assert pub.connected
     # the subscriber can see a message before the publisher's sender thread has taken its PUBACK
-    wait_until(lambda: pub.delivered >= 21, timeout_s=10)
-    assert (pub.delivered, pub.outbox_depth) == (21, 0)
+    wait_until(lambda: pub.delivered >= 23, timeout_s=10)
+    assert (pub.delivered, pub.outbox_depth) == (23, 0)  # 20 events, the JSON counts, 2 plain ones
     pub.close()
-    assert sub.wait_for(lambda s: s.payloads(STATUS)[-1]["state"] == "offline")
-    statuses = sub.payloads(STATUS)
-    assert statuses[0]["state"] == "online"
-    stats = next(p for p in statuses if "fps" in p)
-    assert (stats["state"], stats["fps"], stats["frames"], stats["pipeline"]) == ("online", 12.5, 100, "door")
+    assert sub.wait_for(lambda s: s.texts(AVAILABLE) == ["online", "stopped"])  # a clean close: stopped
+    stats = sub.payloads(STATUS)[-1]
+    assert (stats["fps"], stats["frames"], stats["pipeline"]) == (12.5, 100, "door")
+    assert "state" not in stats  # availability has its own topic
     assert outbox_depth(tmp_path / "outbox.sqlite") == 0
-    # a late subscriber gets the retained totals and the retained offline status
-    late = subscribe(broker, "edgepipe/door/+")
-    assert late.wait_for(lambda s: len(s.messages) == 2)
-    retained = {t: (json.loads(p), r) for t, p, r in late.messages}
-    assert retained[COUNTS][0] == {"entry": {"in": 20, "out": 0}}
-    assert retained[STATUS][0]["state"] == "offline"
-    assert all(r for _, r in retained.values())
+    # a late subscriber gets the retained totals, the plain ones, the stats and "stopped"
+    late = subscribe(broker, "edgepipe/door/#")
+    assert late.wait_for(lambda s: len(s.messages) == 5)
+    assert late.retained() == {
+        COUNTS: '{"entry":{"in":20,"out":0}}',
+        f"{COUNTS}/entry/in": "20",
+        f"{COUNTS}/entry/out": "0",
+        STATUS: late.texts(STATUS)[0],
+        AVAILABLE: "stopped",
+    }
+    assert all(retain for _, _, retain in late.messages)
     assert ids(sub.payloads(EVENTS)) == [e.id for e in events]
 
 
@@ -127,13 +135,13 @@ def test_only_the_latest_counts_are_kept_while_disconnected(
     pub = publisher(broker, tmp_path)
     for n in range(1, 6):
         pub.publish_counts({"entry": {"in": n}})
-    assert pub.outbox_depth == 1
+    assert pub.outbox_depth == 2  # the JSON and the plain counts/entry/in
     pub.close(0.1)
     broker.start()
-    sub = subscribe(broker, COUNTS)
+    sub = subscribe(broker, f"{COUNTS}/#")
     pub = publisher(broker, tmp_path)
-    assert sub.wait_for(lambda s: len(s.messages) == 1)
-    assert sub.payloads()[0] == {"entry": {"in": 5}}
+    assert sub.wait_for(lambda s: len(s.messages) == 2)
+    assert sub.retained() == {COUNTS: '{"entry":{"in":5}}', f"{COUNTS}/entry/in": "5"}
     pub.close()
 
 
@@ -149,7 +157,7 @@ def test_last_will_says_offline_when_the_process_dies(
         "print('connected', flush=True)\n"
         "time.sleep(60)\n"
     )
-    sub = subscribe(broker, STATUS)
+    sub = subscribe(broker, AVAILABLE)
     proc = subprocess.Popen(
         [sys.executable, "-c", child, str(broker.port), str(tmp_path / "o.sqlite")],
         cwd=REPO,
@@ -158,11 +166,11 @@ def test_last_will_says_offline_when_the_process_dies(
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "connected"
-        assert sub.wait_for(lambda s: [p["state"] for p in s.payloads()] == ["online"])
+        assert sub.wait_for(lambda s: s.texts() == ["online"])
     finally:
         proc.kill()  # the socket closes without DISCONNECT: the broker publishes the will
         proc.wait()
-    assert sub.wait_for(lambda s: [p["state"] for p in s.payloads()] == ["online", "offline"])
+    assert sub.wait_for(lambda s: s.texts() == ["online", "offline"])
 
 
 # ---------------------------------------------------------------- bad settings
@@ -227,16 +235,17 @@ def test_right_password_delivers(
 def test_a_message_the_broker_refuses_is_dropped_with_an_error_not_retried_forever(
     mosquitto: Callable[..., Broker], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The ACL lets `edge` write the counts topic but not the events topic: PUBACK "Not authorized".
-    acl = "user edge\ntopic write edgepipe/door/counts\ntopic write edgepipe/door/status\n"
+    # The ACL lets `edge` write the counts topics but not the events topic: PUBACK "Not authorized".
+    # (The Last Will's topic must be allowed: mosquitto refuses a CONNECT whose will it may not publish.)
+    acl = "user edge\ntopic write edgepipe/door/counts/#\ntopic write edgepipe/door/available\n"
     broker = mosquitto(users={"edge": "pw"}, acl=acl)
     with caplog.at_level(logging.ERROR, logger="edgepipe.publish"):
         pub = publisher(broker, tmp_path, username="edge", password="pw")
         pub.publish(event(1))
         pub.publish_counts({"entry": {"in": 1}})
-        wait_until(lambda: pub.delivered + pub.rejected >= 2, timeout_s=10)
+        wait_until(lambda: pub.delivered + pub.rejected >= 3, timeout_s=10)
         pub.close()
-    assert (pub.delivered, pub.rejected) == (1, 1)
+    assert (pub.delivered, pub.rejected) == (2, 1)  # counts and counts/entry/in; not the event
     assert (
         f"MQTT broker 127.0.0.1:{broker.port} refused a message on edgepipe/door/events (Not authorized): it is dropped"
         in caplog.text
@@ -301,29 +310,70 @@ def test_bad_tls_files_fail_before_any_connection_naming_the_field(
     assert not (tmp_path / "o.sqlite").exists()  # nothing was created: `check` can run this safely
 
 
+def door_discovery(rules: Sequence[RuleEntities]) -> list[tuple[str, bytes]]:
+    return discovery_messages("door", rules, event_types=["line_cross"], model="test model")
+
+
 def test_home_assistant_discovery_is_published_retained_on_connect(
     broker: Broker, subscribe: Callable[..., Subscriber], tmp_path: Path
 ) -> None:
-    from edgepipe.publish.discovery import discovery_messages
-
-    messages = discovery_messages("door", {"entry": ["in", "out"], "desk": ["occupancy"]})
-    assert [topic for topic, _ in messages] == [
-        "homeassistant/sensor/edgepipe_door_entry_in/config",
-        "homeassistant/sensor/edgepipe_door_entry_out/config",
-        "homeassistant/sensor/edgepipe_door_desk_occupancy/config",
-    ]
-    pub = publisher(broker, tmp_path, discovery=messages)
-    pub.publish_counts({"entry": {"in": 4, "out": 1}, "desk": {"occupancy": 2}})
+    messages = door_discovery([RuleEntities("entry", ("in", "out"), ("person",))])
+    pub = publisher(broker, tmp_path, discovery=messages, scope=discovery_scope("door"))
+    pub.publish_counts({"entry": {"in": 4, "out": 1}})
     pub.close()
     sub = subscribe(broker, "homeassistant/#")  # after the fact: retained
-    assert sub.wait_for(lambda s: len(s.messages) == 3)
-    config = {t: json.loads(p) for t, p, _ in sub.messages}[
-        "homeassistant/sensor/edgepipe_door_entry_in/config"
-    ]
-    assert config["state_topic"] == COUNTS
-    assert config["value_template"] == '{{ value_json["entry"]["in"] }}'
-    assert config["availability_topic"] == STATUS
-    assert config["state_class"] == "total_increasing"
+    assert sub.wait_for(lambda s: len(s.messages) == len(messages)), [(t, len(p)) for t, p, _ in sub.messages]
+    assert sub.retained() == {topic: payload.decode() for topic, payload in messages}
+    config = json.loads(sub.retained()["homeassistant/sensor/edgepipe_door/entry_in/config"])
+    assert config["state_topic"] == f"{COUNTS}/entry/in"
+    assert config["availability_mode"] == "all"
+    assert [a["topic"] for a in config["availability"]] == [AVAILABLE, "edgepipe/door/camera"]
+
+
+def test_discovery_clears_the_entities_of_a_rule_that_is_gone(
+    broker: Broker, subscribe: Callable[..., Subscriber], tmp_path: Path
+) -> None:
+    """A rule removed from the pipeline file: its retained configs are cleared at the next connect
+    (an empty retained message is how Home Assistant deletes an entity), the others stay."""
+    before = door_discovery(
+        [RuleEntities("entry", ("in", "out"), None), RuleEntities("desk", ("occupancy",), None)]
+    )
+    after = door_discovery([RuleEntities("entry", ("in", "out"), None)])
+    pub = publisher(broker, tmp_path, discovery=before, scope=discovery_scope("door"))
+    assert wait_until(lambda: pub.connected, timeout_s=10)
+    pub.close()
+    other = subscribe(broker, "homeassistant/#")  # another device's config is left alone
+    other.client.publish("homeassistant/sensor/other_device/x/config", b'{"name": "x"}', qos=1, retain=True)
+    watcher = subscribe(broker, "homeassistant/sensor/edgepipe_door/desk_occupancy/config")
+    assert watcher.wait_for(lambda s: len(s.messages) == 1)  # retained from the first run
+    pub = publisher(broker, tmp_path, discovery=after, scope=discovery_scope("door"))
+    assert watcher.wait_for(lambda s: s.texts()[-1] == "")  # cleared
+    assert pub.discovery_removed == 1
+    pub.close()
+    late = subscribe(broker, "homeassistant/#")
+    expected = {topic for topic, _ in after} | {"homeassistant/sensor/other_device/x/config"}
+    assert late.wait_for(lambda s: set(s.retained()) == expected)
+
+
+def test_discovery_clears_the_configs_an_older_edgepipe_left(
+    broker: Broker, subscribe: Callable[..., Subscriber], tmp_path: Path
+) -> None:
+    """edgepipe 0.2 published `homeassistant/sensor/edgepipe_door_entry_in/config`, with the unique id
+    today's entry_in sensor has: Home Assistant would refuse the new config while the old is retained."""
+    old = "homeassistant/sensor/edgepipe_door_entry_in/config"
+    keeper = subscribe(broker, "homeassistant/#")
+    keeper.client.publish(old, b'{"unique_id": "edgepipe_door_entry_in"}', qos=1, retain=True)
+    rules = [RuleEntities("entry", ("in", "out"), None)]
+    cleanup = (discovery_scope("door"), *legacy_topics("door", rules))
+    assert old in cleanup
+    cfg = MqttConfig.model_validate(
+        {"host": broker.host, "port": broker.port, "outbox": {"path": tmp_path / "o.sqlite"}}
+    )
+    pub = MqttPublisher("door", mqtt_settings("door", cfg, door_discovery(rules), cleanup))
+    assert keeper.wait_for(lambda s: s.texts(old)[-1:] == [""])
+    pub.close()
+    late = subscribe(broker, "homeassistant/#")
+    assert late.wait_for(lambda s: set(s.retained()) == {topic for topic, _ in door_discovery(rules)})
 
 
 def test_an_outbox_damaged_while_running_is_repaired_and_delivery_goes_on(

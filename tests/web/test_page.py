@@ -194,8 +194,10 @@ def test_a_browser_sees_the_demo_with_its_line_and_counts(
     for y in range(110, 291, 10):
         b, g, r = video[y, 240].astype(int)
         assert b > 170 and r > 170 and g < 110, (y, (b, g, r))
-    # the zone's edge (480, 300) → (270, 200) in cyan
-    b, g, r = video[250, 375].astype(int)
+    # the zone's edge (480, 300) → (270, 200) in cyan: the most cyan pixel within 2 px of the point on it,
+    # as JPEG and the line's anti-aliasing blend a single pixel with the video behind it
+    near = video[248:253, 373:378].astype(int).reshape(-1, 3)
+    b, g, r = near[(near[:, 0] + near[:, 1] - 2 * near[:, 2]).argmax()]
     assert b > 170 and g > 170 and r < 110, (b, g, r)
     # it is the video: grass at the bottom left is green, not the page's dark grey
     b, g, r = video[330, 60].astype(int)
@@ -211,7 +213,9 @@ def test_a_browser_sees_the_demo_with_its_line_and_counts(
 
     assert wait_until(lambda: pipeline.stats.frames >= 60, 60)
     second = browser.screenshot(url, tmp_path / "second.png")
-    assert find_line(second) == (column, top, bottom)  # the page did not move
+    # the page did not move (JPEG may move an end of the line by a pixel, with the video behind it)
+    column_now, top_now, bottom_now = find_line(second)
+    assert column_now == column and abs(top_now - top) <= 2 and abs(bottom_now - bottom) <= 2
     later = second[upper : upper + 360, left : left + 480]
     assert np.abs(later.astype(int) - video.astype(int)).mean() > 2.0  # people walked, the clock moved on
 
