@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from edgepipe.geometry import (
     box_iou,
@@ -104,13 +105,38 @@ def test_nms(
     iou_threshold: float,
     kept: list[int],
 ) -> None:
-    result = nms(
-        np.array(boxes, np.float32).reshape(-1, 4),
-        np.array(scores, np.float32),
-        np.array(classes),
-        iou_threshold,
-    )
-    assert result.tolist() == kept
+    arrays = (np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32), np.array(classes))
+    assert nms(*arrays, iou_threshold).tolist() == kept
+    assert greedy_nms(*arrays, iou_threshold).tolist() == kept
+
+
+def greedy_nms(
+    xyxy: NDArray[np.float32], score: NDArray[np.float32], class_id: NDArray[np.integer], iou_threshold: float
+) -> NDArray[np.intp]:
+    """The greedy pass written out in numpy: the reference OpenCV's batched NMS is held to."""
+    keep: list[int] = []
+    order = np.argsort(-score, kind="stable")
+    while order.size:
+        best, rest = int(order[0]), order[1:]
+        keep.append(best)
+        iou = box_iou(xyxy[best : best + 1], xyxy[rest])[0]
+        order = rest[(iou <= iou_threshold) | (class_id[rest] != class_id[best])]
+    return np.asarray(keep, np.intp)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nms_keeps_the_boxes_the_greedy_pass_keeps_in_a_crowd(seed: int) -> None:
+    """Clustered boxes of three classes, as a crowd gives the decoder: the same boxes, the same order."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 400, (20, 2))[rng.integers(0, 20, 300)] + rng.normal(0, 5, (300, 2))
+    sizes = rng.uniform(20, 60, (300, 2))
+    xyxy = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1).astype(np.float32)
+    score = np.round(rng.uniform(0.1, 1.0, 300), 2).astype(np.float32)  # rounded: ties happen
+    class_id = rng.integers(0, 3, 300)
+    for threshold in (0.3, 0.6):
+        expected = greedy_nms(xyxy, score, class_id, threshold)
+        assert 20 < len(expected) < 300
+        assert nms(xyxy, score, class_id, threshold).tolist() == expected.tolist()
 
 
 SQUARE = [(0, 0), (10, 0), (10, 10), (0, 10)]

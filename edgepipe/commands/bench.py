@@ -11,7 +11,39 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "bench", help="benchmarks: speed as ratios against a baseline measured in the same run"
     )
-    what = p.add_subparsers(dest="bench_target", required=True, metavar="{tracker,detector,page,train}")
+    what = p.add_subparsers(
+        dest="bench_target", required=True, metavar="{pipeline,tracker,detector,page,train}"
+    )
+
+    pipeline = what.add_parser(
+        "pipeline",
+        help="the whole pipeline against the ceiling its model and video allow; N real-time streams; memory",
+    )
+    pipeline.add_argument("pipeline", metavar="PIPELINE.yml", help="a pipeline with a video file source")
+    pipeline.add_argument("--frames", type=int, default=400, metavar="N", help="frames per speed run (400)")
+    pipeline.add_argument(
+        "--rounds", type=int, default=3, metavar="N", help="limit/decode/pipeline rounds (3)"
+    )
+    pipeline.add_argument(
+        "--streams",
+        type=int,
+        metavar="N",
+        help="also N real-time copies in one process, then the largest number that holds the source fps",
+    )
+    pipeline.add_argument(
+        "--seconds", type=float, default=10.0, metavar="S", help="measured seconds per streams run (10)"
+    )
+    pipeline.add_argument(
+        "--soak",
+        type=int,
+        metavar="FRAMES",
+        help="also a looped run of FRAMES frames, resident memory sampled",
+    )
+    pipeline.add_argument(
+        "--no-speed", action="store_true", help="skip the rounds (with --streams or --soak)"
+    )
+    pipeline.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    pipeline.set_defaults(handler=bench_pipeline)
 
     tracker = what.add_parser(
         "tracker", help="SORT on MOT sequences: MOTA/IDF1 and speed against a PyPI SORT"
@@ -87,6 +119,48 @@ def bench_tracker(args: argparse.Namespace) -> int:
         gate = {"data": Path(args.data).name, "high_threshold": high, "settings": report["settings"]}
         gate["trackers"] = accuracy_summary(report["accuracy"])
         Path(args.gate).write_text(json.dumps(gate, indent=1) + "\n")
+    return 0
+
+
+def bench_pipeline(args: argparse.Namespace) -> int:
+    import json
+
+    from edgepipe.bench.pipeline import (
+        Report,
+        file_source_of,
+        format_report,
+        largest_holding,
+        measure_rounds,
+        soak_run,
+    )
+    from edgepipe.config import load_pipeline
+    from edgepipe.detect import ModelPool
+    from edgepipe.sources import FileSource
+
+    for option, value, least in (
+        ("--frames", args.frames, 10),
+        ("--rounds", args.rounds, 1),
+        ("--streams", args.streams, 1),
+        ("--seconds", args.seconds, 1.0),
+        ("--soak", args.soak, 3000),
+    ):
+        if value is not None and value < least:
+            raise ConfigError(f"{option} {value}: expected at least {least}")
+    if args.no_speed and args.streams is None and args.soak is None:
+        raise ConfigError("--no-speed: give --streams N or --soak FRAMES, or there is nothing to measure")
+    cfg, pool = load_pipeline(args.pipeline), ModelPool()
+    with FileSource(file_source_of(cfg)) as video:
+        height, width = video.frame_size() or (0, 0)
+    report = Report(
+        cfg.name, cfg.detector.model.name, (width, height), cfg.detector.precision, 0, args.frames
+    )
+    if not args.no_speed:
+        measure_rounds(cfg, pool, args.frames, args.rounds, report)
+    if args.streams is not None:
+        largest_holding(cfg, pool, args.streams, args.seconds, report)
+    if args.soak is not None:
+        report.soak = soak_run(cfg, pool, args.soak)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
     return 0
 
 

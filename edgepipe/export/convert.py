@@ -27,7 +27,6 @@ from edgepipe.models import sha256_of
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 OPSET = 11  # as RangiLyu/nanodet tools/export_onnx.py
 ONNX_TOLERANCE = 1e-3  # max |Δ| of the whole output, FP32 ONNX vs PyTorch
 # FP16 IR vs PyTorch. The raw output cannot be held to one absolute bound: FP16 weights move the
@@ -151,9 +150,7 @@ def _build(
     if request.int8:
         int8_path = work / f"{stem}_int8.xml"
         quantize_int8(ov.convert_model(onnx_path), calib, int8_path, replace(card, precision="int8"))
-        found, total = detection_recall(
-            core, fp16, core.compile_model(int8_path, "CPU", F32), inputs, request
-        )
+        found, total = detection_recall(fp16, core.compile_model(int8_path, "CPU", F32), inputs, card)
         recall = found / total if total else 1.0
         if recall < INT8_MIN_RECALL:
             raise ModelError(
@@ -243,17 +240,18 @@ def _sides(raw: NDArray[np.float32], num_classes: int) -> NDArray[np.float32]:
 
 
 def detection_recall(
-    core: Any, fp16: Any, int8: Any, inputs: list[NDArray[np.float32]], request: ExportRequest
+    reference: Any, int8: Any, inputs: list[NDArray[np.float32]], card: ModelCard
 ) -> tuple[int, int]:
-    """(FP16 detections found again by INT8, FP16 detections): same class and IoU >= MATCH_IOU."""
-    from edgepipe.detect.decoders import DecodeSettings, NanoDetPlusDecoder
+    """(detections of the `reference` model found again by the `int8` one, all reference detections):
+    same class and IoU >= MATCH_IOU, at the official demo thresholds."""
+    from edgepipe.detect.decoders import DecodeSettings, decoder_for
 
-    decoder = NanoDetPlusDecoder(ModelCard(arch=request.arch, input_size=request.size, labels=request.labels))
+    decoder = decoder_for(card, "the model being quantised")
     settings = DecodeSettings(score_threshold=INT8_SCORE, nms_iou=INT8_NMS_IOU, max_detections=100)
     found = total = 0
-    hw = (request.size, request.size)
+    hw = (card.input_size, card.input_size)
     for x in inputs:
-        a, b = (decoder.decode((np.asarray(m(x)[0]),), hw, settings) for m in (fp16, int8))
+        a, b = (decoder.decode((np.asarray(m(x)[0]),), hw, settings) for m in (reference, int8))
         found += count_matches(a.xyxy, a.class_id, b.xyxy, b.class_id)
         total += len(a)
     return found, total
@@ -287,13 +285,18 @@ def read_images(folder: Path | None, option: str) -> list[NDArray[np.uint8]]:
     """Every image in `folder` (sorted by name), BGR."""
     import cv2
 
+    from edgepipe.sources import IMAGE_SUFFIXES, image_files
+
     if folder is None or not folder.is_dir():
         raise ConfigError(f"{option}: {folder} is not a folder of images")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     # IMREAD_COLOR: 3-channel uint8 BGR whatever the file holds
-    images = [im.astype(np.uint8, copy=False) for im in map(cv2.imread, map(str, paths)) if im is not None]
+    images = [
+        im.astype(np.uint8, copy=False)
+        for im in map(cv2.imread, map(str, image_files(folder)))
+        if im is not None
+    ]
     if not images:
-        raise ConfigError(f"{option}: no readable images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+        raise ConfigError(f"{option}: no readable images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
     return images
 
 
