@@ -37,6 +37,7 @@ def test_help_lists_every_command() -> None:
         assert f"    {command} " in result.stdout
 
 
+@pytest.mark.slow
 def test_check_reports_every_broken_config_one_line_each(tmp_path: Path) -> None:
     """The config cases of tests/test_config.py through the real command line, all in one run:
     exit 2, one `FILE:LINE: field: message` line per file, in order, no traceback, nothing on stdout."""
@@ -58,6 +59,7 @@ def test_check_reports_every_broken_config_one_line_each(tmp_path: Path) -> None
         assert line.startswith(f"{path}{expected}"), (case, line)
 
 
+@pytest.mark.slow
 def test_run_with_a_missing_pipeline_file(tmp_path: Path) -> None:
     result = edgepipe("run", str(tmp_path / "nope.yml"))
     assert result.returncode == 2
@@ -67,6 +69,7 @@ def test_run_with_a_missing_pipeline_file(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_check_accepts_the_bundled_pipelines() -> None:
     # door.yml's broker is localhost:1883, which no test may count on (tests/commands/test_check.py
@@ -79,6 +82,7 @@ def test_check_accepts_the_bundled_pipelines() -> None:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_check_finds_what_only_the_model_and_the_machine_know_at_its_line(tmp_path: Path) -> None:
     """Errors found after parsing (a class the model lacks, a device not on this machine, an unset
@@ -110,6 +114,7 @@ def test_check_finds_what_only_the_model_and_the_machine_know_at_its_line(tmp_pa
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_check_finds_a_rule_outside_the_frame(tmp_path: Path) -> None:
     """A line at y = 5000 on a 432-pixel video: a finding at the rule's line that names the frame size
     (with --no-source the frame size is unknown and the file passes)."""
@@ -134,6 +139,7 @@ def test_check_finds_a_rule_outside_the_frame(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_check_reports_an_unreachable_source(tmp_path: Path) -> None:
     model = REPO / "models" / "nanodet-plus-m_320_fp16.xml"

@@ -80,6 +80,7 @@ def test_demo_counts_people_crossing_the_line(tmp_path: Path, shared_data: Path)
     assert summary[-2] == f"demo: crossing: in {ins}, out {outs}"
 
 
+@pytest.mark.slow
 def test_source_override_and_events_to_stdout(tmp_path: Path, shared_data: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()
@@ -93,6 +94,7 @@ def test_source_override_and_events_to_stdout(tmp_path: Path, shared_data: Path)
         assert json.loads(line)["schema"] == 1
 
 
+@pytest.mark.slow
 def test_progress_bar_only_on_a_terminal(tmp_path: Path, shared_data: Path) -> None:
     config = demo_config(tmp_path, shared_data, tmp_path / "events.jsonl")
     leader, follower = pty.openpty()

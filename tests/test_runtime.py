@@ -170,6 +170,7 @@ def test_sigterm_mid_run_exits_cleanly_with_every_event_flushed(
     assert listener.messages[-1] == "STOPPING=1"
 
 
+@pytest.mark.slow
 def test_notify_socket_gets_ready_then_watchdog(
     tmp_path: Path, shared_data: Path, listener: NotifyListener
 ) -> None:
@@ -187,6 +188,7 @@ def test_notify_socket_gets_ready_then_watchdog(
     assert kinds.index("WATCHDOG") > kinds.index("READY")
 
 
+@pytest.mark.slow
 def test_no_notify_socket_runs_as_before(tmp_path: Path, shared_data: Path) -> None:
     video = shared_data / "video" / "vtest.mp4"
     config = write_config(tmp_path, "demo", f"{{type: file, path: {video}}}")
@@ -233,6 +235,7 @@ def test_rtsp_drop_during_run_reconnects_and_keeps_counting(
     assert "rtsp://127.0.0.1" in stderr and "connected → reconnecting" in stderr
 
 
+@pytest.mark.slow
 def test_two_pipelines_in_one_process_share_the_compiled_model(tmp_path: Path, shared_data: Path) -> None:
     from edgepipe.config import load_pipeline
 
@@ -347,6 +350,7 @@ def catches_sigterm(pid: int) -> bool:
     return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("after_s", [0.0, 0.1, 0.3, 0.6, 1.2, 2.5])
 def test_sigterm_at_any_moment_of_the_start_is_a_clean_exit(
     tmp_path: Path, shared_data: Path, after_s: float

@@ -22,6 +22,7 @@ def report(shared_data: Path) -> dict[str, object]:
     return run_benchmark(shared_data / "mot15", DATA / "mot15_lines.yml")
 
 
+@pytest.mark.slow
 def test_counts_per_line_and_direction_match_the_stored_numbers(report: dict[str, object]) -> None:
     assert report["linking"] == LinkingConfig().model_dump() == STORED["linking"]
     sequences = report["sequences"]

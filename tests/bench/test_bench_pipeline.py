@@ -67,6 +67,7 @@ def test_a_pipeline_on_a_camera_cannot_be_benched_against_its_video(
     assert "bench pipeline needs a video file source (source.type: file), not rtsp" in error
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_a_short_bench_of_the_demo_measures_all_four_and_writes_nothing(
     tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]

@@ -102,6 +102,7 @@ class SortPyAssociation(SortTracker):
         return rows[keep], cols[keep]
 
 
+@pytest.mark.slow
 def test_with_sort_py_association_every_number_of_the_reference_is_reproduced(shared_data: Path) -> None:
     # Everything but the association step is SORT itself: filter, warm-up, streaks, deletion.
     scores = score_mot15(shared_data, SortPyAssociation)
@@ -111,6 +112,7 @@ def test_with_sort_py_association_every_number_of_the_reference_is_reproduced(sh
         assert scores[name]["num_switches"] == ref["num_switches"], name
 
 
+@pytest.mark.slow
 def test_overall_mota_and_idf1_are_at_least_the_sort_reference(
     our_scores: dict[str, dict[str, float]],
 ) -> None:

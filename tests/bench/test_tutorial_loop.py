@@ -37,6 +37,7 @@ def test_the_tutorial_detector_finds_the_boxes_edgepipe_finds(shared_data: Path)
     assert matched >= 0.9 * total, (matched, total)
 
 
+@pytest.mark.slow
 def test_the_tutorial_loop_tracks_and_counts_crossings(shared_data: Path) -> None:
     fps, crossings = run_loop(shared_data / "video" / "vtest.mp4", MODEL, 150, ((240, 100), (240, 300)), 0.5)
     assert fps > 0

@@ -93,6 +93,7 @@ def test_check_connects_to_each_broker_and_reports_the_ones_that_fail(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_no_broker_leaves_the_broker_alone(tmp_path: Path) -> None:
     path = pipeline_file(tmp_path, "away", f"    host: 127.0.0.1\n    port: {free_port()}\n")
     result = check("--no-broker", path)

@@ -36,6 +36,7 @@ def test_summary_shows_totals_and_labels_only_when_there_are_several() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_run_writes_every_frames_tracks_as_motchallenge_rows(tmp_path: Path, shared_data: Path) -> None:
     """`edgepipe run --tracks`: frame = source index + 1, one row per reported track, with its score;
     the file reads back as the trajectories `edgepipe eval --tracks` scores."""
@@ -72,6 +73,7 @@ def test_run_writes_every_frames_tracks_as_motchallenge_rows(tmp_path: Path, sha
     assert len({row[1] for row in rows}) == tracks_in_summary
 
 
+@pytest.mark.slow
 def test_tracks_is_for_one_pipeline(tmp_path: Path, shared_data: Path) -> None:
     from tests.test_api import demo_config
 

@@ -81,6 +81,7 @@ def test_a_missing_image_stops_before_training(
     assert err.startswith(f"edgepipe: error: {data}: image {images}/") and "does not exist" in err
 
 
+@pytest.mark.slow
 def test_the_runtime_never_imports_torch() -> None:
     code = (
         "import sys, edgepipe.cli, edgepipe.pipeline, edgepipe.commands, edgepipe.detect; "

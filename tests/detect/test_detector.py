@@ -89,6 +89,7 @@ def test_labels_and_input_size_come_from_the_model(detector_320_ir: Detector) ->
 @pytest.mark.parametrize(
     "model", ["nanodet-320-int8.xml", "nanodet-416-int8.xml", "nanodet-1.5x-416-int8.xml"]
 )
+@pytest.mark.slow
 def test_int8_irs_run_through_the_same_path(
     model: str, fetched_models: Path, model_pool: ModelPool, sample_images: dict[str, NDArray[np.uint8]]
 ) -> None:

@@ -84,6 +84,7 @@ def sort_results(shared_data: Path, sequence: str) -> NDArray[np.float64]:
     return track_rows(SortTracker(), frames, None)
 
 
+@pytest.mark.slow
 def test_the_scores_agree_with_py_motmetrics_on_sort_results(shared_data: Path) -> None:
     sequences = ["TUD-Campus", "TUD-Stadtmitte", "KITTI-17", "ETH-Sunnyday"]
     gt_paths = {s: shared_data / "mot15" / s / "gt" / "gt.txt" for s in sequences}

@@ -174,6 +174,7 @@ def test_last_will_says_offline_when_the_process_dies(
 
 
 # ---------------------------------------------------------------- bad settings
+@pytest.mark.slow
 def test_unreachable_broker_logs_a_retry_line_and_keeps_events(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

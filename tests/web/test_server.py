@@ -257,6 +257,7 @@ def test_more_streams_than_allowed_are_turned_away(live_web: Web) -> None:
         second.close()
 
 
+@pytest.mark.slow
 def test_a_client_that_stops_reading_holds_up_nothing_but_itself() -> None:
     """A stream client that never reads: its socket buffers fill and its thread blocks in write; the
     loop's hand-offs go on (the feeder gets through its frames) and another viewer still gets pictures."""
