@@ -256,8 +256,17 @@ def streams_run(cfg: PipelineConfig, pool: ModelPool, streams: int, seconds: flo
         delivered = [0] * streams
         ages: list[list[float]] = [[] for _ in range(streams)]
         dropped_at_start = [0] * streams
+        failures: list[BaseException] = []  # a stream that fails fails the benchmark, not just its thread
 
         def loop(number: int, pipeline: Pipeline) -> None:
+            try:
+                measure_stream(number, pipeline)
+            except BaseException as error:
+                failures.append(error)
+            finally:
+                pipeline.stop()
+
+        def measure_stream(number: int, pipeline: Pipeline) -> None:
             started = False
             for result in pipeline.results():
                 now = time.monotonic()
@@ -270,13 +279,11 @@ def streams_run(cfg: PipelineConfig, pool: ModelPool, streams: int, seconds: flo
                     dropped_at_start[number] = pipeline.source.stats().dropped_frames
                 delivered[number] += 1
                 ages[number].append(time.time() - result.frame.timestamp)
-            pipeline.stop()
 
         threads = [
             threading.Thread(target=loop, args=(i, p), name=f"bench-stream-{i}", daemon=True)
             for i, p in enumerate(pipelines)
         ]
-        cpu0 = 0.0
         for thread in threads:
             thread.start()
         time.sleep(max(0.0, measured_from - time.monotonic()))
@@ -284,6 +291,8 @@ def streams_run(cfg: PipelineConfig, pool: ModelPool, streams: int, seconds: flo
         for thread in threads:
             thread.join(timeout=seconds + 60.0)
         cpu = time.process_time() - cpu0
+        if failures:
+            raise failures[0]
         dropped = sum(
             p.source.stats().dropped_frames - d for p, d in zip(pipelines, dropped_at_start, strict=True)
         )
