@@ -8,6 +8,8 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from edgepipe.export.quantize import CALIB_FRAMES  # no NNCF or torch at import
+
     p = sub.add_parser("models", help="list known models; fetch one")
     what = p.add_subparsers(dest="models_action", required=True, metavar="{list,fetch,quantize}")
     lst = what.add_parser("list", help="list the models in the manifest and whether they are present")
@@ -41,9 +43,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     quantize.add_argument(
         "--frames",
         type=int,
-        default=300,
+        default=CALIB_FRAMES,
         metavar="N",
-        help="calibration frames at most (300), spread over a video",
+        help=f"calibration frames at most ({CALIB_FRAMES}), spread over a video",
     )
     quantize.add_argument(
         "--dest",
