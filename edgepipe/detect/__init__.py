@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -14,13 +15,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgepipe.config import DetectorConfig
-from edgepipe.detect.decoders import Decoder, DecodeSettings, decoder_for
+from edgepipe.detect.decoders import Decoder, DecodeSettings, GraphDecode, decoder_for
 from edgepipe.detect.runtime import ModelPool, Preprocess, check_image, infer_one, infer_stream
-from edgepipe.errors import FieldError
+from edgepipe.errors import ConfigError, FieldError
 from edgepipe.modelcard import ModelCard
 from edgepipe.types import Detections, Frame
 
 __all__ = ["Detector", "ModelPool"]
+
+log = logging.getLogger(__name__)
 
 # Requests beyond OpenVINO's optimal number keep the device busy while Python decodes a result.
 EXTRA_IN_FLIGHT = 1
@@ -56,7 +59,6 @@ class Detector:
             mean_bgr=self.card.mean_bgr,
             std_bgr=self.card.std_bgr,
             rgb=self.card.channel_order == "rgb",
-            row_max_columns=self.decoder.row_max_columns,
         )
         self.pool.check_device(settings.device)  # a device that is not here fails now, not at the first frame
         self.decode_settings = DecodeSettings(
@@ -68,6 +70,8 @@ class Detector:
         )
         self._in_flight = settings.in_flight
         self._sync: tuple[tuple[int, int], Any] | None = None  # (frame_hw, infer request) of detect()
+        # per frame size: the decode the compiled network does, or None where it decodes in Python
+        self._graph_decodes: dict[tuple[int, int], GraphDecode | None] = {}
 
     @property
     def threshold(self) -> float:
@@ -96,20 +100,46 @@ class Detector:
         self.compiled_for(frame_hw)
 
     def compiled_for(self, frame_hw: tuple[int, int]) -> Any:
-        """The compiled model (from the pool) that takes frames of `frame_hw` = (height, width)."""
+        """The compiled model (from the pool) that takes frames of `frame_hw` = (height, width).
+
+        The decoder's operations are appended to the network where the device compiles them; where
+        it does not (an NPU without dynamic-shape NMS, say), the network gives its raw outputs and
+        the decoder's Python twin decodes them: the same detections, more work on the loop thread."""
         preprocess = (
             replace(self.preprocess, inner_hw=self.card.resized_hw(frame_hw))
             if self.card.letterbox
             else self.preprocess
         )
-        compiled = self.pool.compile(
-            self.model_path,
-            preprocess,
-            frame_hw,
-            device=self.settings.device,
-            precision=self.settings.precision,
-            performance_hint=self.settings.performance_hint,
-        )
+
+        def compile_with(graph_decode: GraphDecode | None) -> Any:
+            return self.pool.compile(
+                self.model_path,
+                preprocess,
+                frame_hw,
+                device=self.settings.device,
+                precision=self.settings.precision,
+                performance_hint=self.settings.performance_hint,
+                graph_decode=graph_decode,
+            )
+
+        if frame_hw in self._graph_decodes:
+            compiled = compile_with(self._graph_decodes[frame_hw])
+        else:
+            graph_decode = self.decoder.graph_decode(frame_hw, self.decode_settings)
+            try:
+                compiled = compile_with(graph_decode)
+            except ConfigError as error:
+                if graph_decode is None:
+                    raise
+                compiled = compile_with(None)  # a device that cannot compile the network fails here again
+                log.warning(
+                    "%s on %s: decoding in Python, the device does not compile the decode operations (%s)",
+                    self.model_path.name,
+                    self.settings.device,
+                    error,
+                )
+                graph_decode = None
+            self._graph_decodes[frame_hw] = graph_decode
         if self._in_flight is None:
             self._in_flight = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) + EXTRA_IN_FLIGHT
         return compiled
@@ -149,7 +179,12 @@ class Detector:
         return [compiled.create_infer_request() for _ in range(self.in_flight)]
 
     def _postprocess(self, outputs: tuple[NDArray[np.float32], ...], frame_hw: tuple[int, ...]) -> Detections:
-        detections = self.decoder.decode(outputs, (int(frame_hw[0]), int(frame_hw[1])), self.decode_settings)
+        frame_hw = (int(frame_hw[0]), int(frame_hw[1]))
+        graph_decode = self._graph_decodes.get(frame_hw)
+        if graph_decode is not None:
+            detections = graph_decode.detections(outputs)
+        else:
+            detections = self.decoder.decode(outputs, frame_hw, self.decode_settings)
         min_box_area, roi = self.settings.min_box_area, self.settings.roi
         if len(detections) == 0 or (min_box_area <= 0 and roi is None):
             return detections

@@ -1,9 +1,10 @@
 """Where a model runs: read IR/ONNX, fold preprocessing into it, compile for a device, infer async.
 
-Knows nothing about GFL or NanoDet: it turns a raw BGR uint8 frame into the model's output array.
+Knows nothing about GFL or NanoDet: it turns a raw BGR uint8 frame into the model's output arrays
+(the decoder's own, when the decoder appended its operations: decoders/base.GraphDecode).
 Resize, layout, channel order and mean/std become part of the compiled model (PrePostProcessor),
 so Python hands over the frame as decoded. `ModelPool` keeps one `ov.Core` and one compiled model
-per (path, device, precision, hint, preprocessing, frame size) for the whole process.
+per (path, device, precision, hint, preprocessing, decode, frame size) for the whole process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgepipe.config import MODEL_SUFFIXES, PerformanceHint, Precision
+from edgepipe.detect.decoders.base import GraphDecode
 from edgepipe.errors import ConfigError, FieldError, ModelError
 from edgepipe.modelcard import ModelCard, resolve_card
 
@@ -46,10 +48,6 @@ class Preprocess:
     # (height, width) the frame is resized to inside the input, the rest padded with black at the
     # bottom/right (letterbox); None stretches the frame to the whole input
     inner_hw: tuple[int, int] | None = None
-    # > 0: add a second output, the max over the first `row_max_columns` values of each row of
-    # output 0 ([1, N, D] → [1, N]). Computed by the inference threads while the output is still in
-    # cache, it lets Python pre-filter rows without reading the whole output.
-    row_max_columns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +184,13 @@ class ModelPool:
         device: str,
         precision: Precision,
         performance_hint: PerformanceHint,
+        graph_decode: GraphDecode | None = None,
     ) -> Any:
         """The compiled model for these settings and frames of `frame_hw` pixels, built on first
         use and then reused. One compile per frame size: with a dynamic-shape input, OpenVINO
         2026.4's CPU plugin corrupted memory when async requests ran after others (segfaults,
-        wrong outputs); a static size is also the plugin's fast path."""
+        wrong outputs); a static size is also the plugin's fast path. With `graph_decode` the
+        network's outputs are its decoded ones (the decoder's operations appended)."""
         path = Path(path)
         config = _compile_config(device, precision, performance_hint)
         key = (
@@ -199,6 +199,7 @@ class ModelPool:
             config.get("INFERENCE_PRECISION_HINT"),
             performance_hint,
             preprocess,
+            graph_decode,
             frame_hw,
         )
         model = self.read(path)
@@ -207,9 +208,10 @@ class ModelPool:
                 self._compiled.move_to_end(key)
                 return self._compiled[key]
             _resolve_device(self.core, device)
-            with_pre = _add_preprocessing(
-                _add_row_max(model.clone(), preprocess.row_max_columns), preprocess, frame_hw
-            )
+            network = model.clone()  # preprocessing and decode change the model: the pool keeps the file's
+            if graph_decode is not None:
+                network = graph_decode.append_to(network)
+            with_pre = _add_preprocessing(network, preprocess, frame_hw)
             try:
                 compiled = self.core.compile_model(with_pre, device, config)
             except Exception as error:
@@ -223,21 +225,6 @@ class ModelPool:
             if len(self._compiled) > MAX_COMPILED:  # a source of ever-new frame sizes must not grow memory
                 self._compiled.popitem(last=False)
             return compiled
-
-
-def _add_row_max(model: Any, columns: int) -> Any:
-    """Append output 1 = max of output 0's first `columns` values per row (see Preprocess)."""
-    if columns <= 0:
-        return model
-    import openvino.opset13 as ops
-
-    def const(value: int) -> Any:
-        return ops.constant(np.array([value], np.int64))
-
-    rows = model.get_results()[0].input_value(0)
-    first = ops.slice(rows, const(0), const(columns), const(1), const(2))
-    model.add_results([ops.result(ops.reduce_max(first, const(2), keep_dims=False))])
-    return model
 
 
 def _add_preprocessing(model: Any, pre: Preprocess, frame_hw: tuple[int, int]) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -248,3 +249,65 @@ def test_letterbox_from_the_card_finds_the_same_boxes_on_a_padded_frame(
     people_a, people_b = a.xyxy[a.class_id == 0], b.xyxy[b.class_id == 0]
     assert len(people_a) == 3 and len(people_b) >= 2
     assert box_iou(people_b, people_a).max(axis=1).min() > 0.75
+
+
+def raw_decoded(detector: Detector, image: NDArray[np.uint8]) -> Detections:
+    """The network's raw output for `image` (no decode operations appended), decoded in Python."""
+    from edgepipe.detect.runtime import check_image, infer_one
+
+    frame_hw = (image.shape[0], image.shape[1])
+    raw = detector.pool.compile(
+        detector.model_path,
+        detector.preprocess,
+        frame_hw,
+        device="CPU",
+        precision="f32",
+        performance_hint="latency",
+    )
+    outputs = infer_one(raw.create_infer_request(), check_image(image, "test"))
+    return detector.decoder.decode(outputs, frame_hw, detector.decode_settings)
+
+
+@pytest.mark.parametrize("settings", [{"threshold": 0.1, "classes": ["person"]}, {"threshold": 0.3}])
+def test_the_network_decodes_as_the_python_decoder_on_real_frames(
+    shared_models: Path, shared_dir: Path, model_pool: ModelPool, settings: dict[str, Any]
+) -> None:
+    """At f32 the decode operations appended to the network give the Python decoder's detections."""
+    import cv2
+
+    detector = make_detector(shared_models / "nanodet-plus-m_320_fp16.xml", model_pool, **settings)
+    video = cv2.VideoCapture(str(shared_dir / "data" / "video" / "vtest.mp4"))
+    images = [video.read()[1] for _ in range(40)][::8]
+    video.release()
+    found_any = 0
+    for image in images:
+        in_graph, in_python = detector.detect(frame(image)), raw_decoded(detector, image)
+        assert detector._graph_decodes[image.shape[:2]] is not None  # it did decode in the graph
+        found_any += len(in_graph)
+        assert in_graph.class_id.tolist() == in_python.class_id.tolist()
+        np.testing.assert_allclose(in_graph.score, in_python.score, atol=1e-6)
+        np.testing.assert_allclose(in_graph.xyxy, in_python.xyxy, atol=1e-3)
+    assert found_any > 20
+
+
+class NoGraphDecodePool(ModelPool):
+    """A device that cannot compile the decode operations (an NPU without dynamic-shape NMS, say)."""
+
+    def compile(self, *args: Any, graph_decode: Any = None, **kwargs: Any) -> Any:
+        if graph_decode is not None:
+            raise ConfigError("cannot compile m.xml for NPU: NonMaxSuppression is not supported")
+        return super().compile(*args, **kwargs)
+
+
+def test_a_device_that_cannot_run_the_decode_operations_decodes_in_python(
+    shared_models: Path, sample_images: dict[str, NDArray[np.uint8]], caplog: pytest.LogCaptureFixture
+) -> None:
+    model = shared_models / "nanodet-plus-m_320_fp16.xml"
+    image = frame(sample_images["bus.jpg"])
+    with caplog.at_level("WARNING", logger="edgepipe.detect"):
+        fallback = make_detector(model, NoGraphDecodePool(), threshold=0.35).detect(image)
+    assert "decoding in Python, the device does not compile the decode operations" in caplog.text
+    assert "NonMaxSuppression is not supported" in caplog.text
+    usual = make_detector(model, threshold=0.35).detect(image)
+    assert fallback.class_id.tolist() == usual.class_id.tolist() and len(usual) >= 4
+    np.testing.assert_allclose(fallback.xyxy, usual.xyxy, atol=1e-3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -144,14 +145,53 @@ def test_rgb_preprocessing_reverses_the_channels(pool: ModelPool, tmp_path: Path
     np.testing.assert_allclose(out, [[33.0, 22.0, 11.0]], atol=1e-4)
 
 
-def test_row_max_output_is_the_max_of_the_first_columns(pool: ModelPool, tmp_path: Path) -> None:
-    model = tiny_onnx(tmp_path / "t.onnx", (1, 22, 112))
-    pre = Preprocess(layout="NCHW", normalize=False, row_max_columns=80)
-    compiled = pool.compile(model, pre, (40, 50), device="CPU", precision="f32", performance_hint="latency")
-    image = np.full((40, 50, 3), 9, np.uint8)
-    raw, row_max = infer_one(compiled.create_infer_request(), check_image(image, "test"))
-    assert raw.shape == (1, 22, 112) and row_max.shape == (1, 22)
-    np.testing.assert_allclose(row_max, np.full((1, 22), 9.0), atol=1e-4)  # the tiny model outputs the mean
+@dataclass(frozen=True)
+class Scaled:
+    """A decoder's graph part for the test: output 0 times `factor`, and its row sums beside it."""
+
+    factor: float
+
+    def append_to(self, model: Any) -> Any:
+        import openvino.opset13 as ops
+
+        raw_result = model.get_results()[0]
+        scaled = ops.multiply(raw_result.input_value(0), ops.constant(np.float32(self.factor)))
+        model.remove_result(raw_result)
+        model.add_results([ops.result(scaled), ops.result(ops.reduce_sum(scaled, ops.constant([2]), False))])
+        return model
+
+    def detections(self, outputs: Any) -> Any:
+        raise AssertionError("the runtime never decodes: the detector does")
+
+
+def test_a_graph_decode_replaces_the_outputs_and_is_part_of_the_cache_key(
+    pool: ModelPool, tmp_path: Path
+) -> None:
+    model = tiny_onnx(tmp_path / "t.onnx", (1, 22, 4))
+    pre = Preprocess(layout="NCHW", normalize=False)
+
+    def compiled_with(graph_decode: Scaled | None) -> Any:
+        return pool.compile(
+            model,
+            pre,
+            (40, 50),
+            device="CPU",
+            precision="f32",
+            performance_hint="latency",
+            graph_decode=graph_decode,
+        )
+
+    image = check_image(np.full((40, 50, 3), 9, np.uint8), "test")
+    plain, twice = compiled_with(None), compiled_with(Scaled(2.0))
+    assert (
+        compiled_with(Scaled(2.0)) is twice and twice is not plain and compiled_with(Scaled(3.0)) is not twice
+    )
+    (raw,) = infer_one(plain.create_infer_request(), image)
+    scaled, row_sums = infer_one(twice.create_infer_request(), image)
+    np.testing.assert_allclose(raw, np.full((1, 22, 4), 9.0), atol=1e-4)  # the tiny model outputs the mean
+    np.testing.assert_allclose(scaled, np.full((1, 22, 4), 18.0), atol=1e-4)
+    np.testing.assert_allclose(row_sums, np.full((1, 22), 72.0), atol=1e-4)
+    assert len(pool.read(model).outputs) == 1  # the file's model is left as it was read
 
 
 @pytest.mark.parametrize(

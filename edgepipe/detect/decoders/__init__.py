@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edgepipe.detect.decoders.base import Decoder, DecodeSettings
+from edgepipe.detect.decoders.base import Decoder, DecodeSettings, GraphDecode
 from edgepipe.detect.decoders.nanodet_plus import NanoDetPlusDecoder
 from edgepipe.errors import ModelError
 from edgepipe.modelcard import ModelCard
 
-__all__ = ["DECODERS", "DecodeSettings", "Decoder", "NanoDetPlusDecoder", "decoder_for"]
+__all__ = ["DECODERS", "DecodeSettings", "Decoder", "GraphDecode", "NanoDetPlusDecoder", "decoder_for"]
 
 # card.arch → the decoder of that family
 DECODERS: dict[str, Callable[[ModelCard], Decoder]] = {

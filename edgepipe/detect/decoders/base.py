@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,13 +23,25 @@ class DecodeSettings:
     multi_label: bool = False  # every class above the threshold per anchor (COCO eval), not only the best
 
 
+class GraphDecode(Protocol):
+    """A decoder's work done by the network itself: operations appended after its raw outputs, so
+    that OpenVINO's inference threads decode (and NMS) and Python only gathers the kept rows.
+
+    Hashable (a frozen dataclass): it is part of the key the runtime caches compiled models by."""
+
+    def append_to(self, model: Any) -> Any:
+        """The ov.Model with its outputs replaced by the decoded ones (changes `model`)."""
+
+    def detections(self, outputs: Sequence[NDArray[Any]]) -> Detections:
+        """The outputs `append_to` made, of one frame → Detections (copies: outputs are views)."""
+
+
 class Decoder(Protocol):
     """Turns a model's raw outputs for one frame into Detections in frame pixels."""
 
-    @property
-    def row_max_columns(self) -> int:
-        """> 0: the runtime appends an output with the max of the first N columns of output 0 per
-        row (the best class score per anchor), computed while the output is still in cache."""
+    def graph_decode(self, frame_hw: tuple[int, int], settings: DecodeSettings) -> GraphDecode | None:
+        """The same decode as OpenVINO operations for frames of `frame_hw`, or None if this family
+        decodes in Python only."""
 
     def check_outputs(self, output_shapes: Sequence[Sequence[int]], origin: str) -> None:
         """Raise ModelError naming `origin` if the network's outputs are not what this family makes."""

@@ -4,7 +4,9 @@ GFL decode as in RangiLyu/nanodet (`NanoDetPlusHead.get_bboxes`, `Integral`, `di
 softmax over the reg_max+1 bins of each side, expectation times stride, distances from the grid
 point (x·s, y·s) (no +0.5), clamp to the part of the input the frame fills (all of it unless
 letterboxed), scale to the frame, class-aware NMS.
-No OpenVINO import here: this is the model's meaning, not where it runs.
+No OpenVINO import here: this is the model's meaning, not where it runs. The runtime runs the same
+decode inside the network (nanodet_plus_graph.py, from `graph_decode`); this one decodes outputs
+that come from elsewhere (PyTorch, the export checks, a device that cannot run the decode ops).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,7 +25,8 @@ from edgepipe.geometry import nms
 from edgepipe.modelcard import ModelCard
 from edgepipe.types import Detections
 
-BEST_SCORE_MARGIN = 0.01  # the runtime's per-anchor max may be rounded (bf16): pre-filter a little lower
+if TYPE_CHECKING:
+    from edgepipe.detect.decoders.nanodet_plus_graph import NanoDetPlusGraphDecode
 
 
 def center_priors(input_size: int, strides: Sequence[int]) -> NDArray[np.float32]:
@@ -52,10 +56,26 @@ class NanoDetPlusDecoder:
         bins = np.arange(self.reg_max + 1, dtype=np.float32)
         self._moments = np.stack([bins, np.ones_like(bins)], axis=1)  # (reg_max+1, 2): expectation, sum
 
-    @property
-    def row_max_columns(self) -> int:
-        """The runtime adds the best class score of each anchor as a second output (pre-filter)."""
-        return self.num_classes
+    def graph_decode(self, frame_hw: tuple[int, int], settings: DecodeSettings) -> NanoDetPlusGraphDecode:
+        """This decode as OpenVINO operations after the network (nanodet_plus_graph.py), which the
+        runtime uses wherever the device compiles them."""
+        from edgepipe.detect.decoders.nanodet_plus_graph import NanoDetPlusGraphDecode  # it uses our priors
+
+        mask = settings.class_mask
+        kept = range(self.num_classes) if mask is None else np.flatnonzero(mask).tolist()
+        return NanoDetPlusGraphDecode(
+            input_size=self.input_size,
+            strides=self.strides,
+            num_classes=self.num_classes,
+            reg_max=self.reg_max,
+            frame_hw=frame_hw,
+            inner_hw=self.card.resized_hw(frame_hw),
+            score_threshold=float(settings.score_threshold),
+            nms_iou=float(settings.nms_iou),
+            max_detections=int(settings.max_detections),
+            class_ids=tuple(kept),
+            multi_label=settings.multi_label,
+        )
 
     def check_outputs(self, output_shapes: Sequence[Sequence[int]], origin: str) -> None:
         """One output [1, N, C + 4·(reg_max+1)] with N the anchors of the card's strides."""
@@ -76,28 +96,21 @@ class NanoDetPlusDecoder:
     def decode(
         self, outputs: Sequence[NDArray[np.floating]], frame_hw: tuple[int, int], settings: DecodeSettings
     ) -> Detections:
-        """`outputs[0]` (1, N, C + 4·(reg_max+1)) with sigmoid scores, optionally `outputs[1]` (1, N)
-        the best class score of each anchor (see row_max_columns) → Detections in frame pixels.
+        """`outputs[0]` (1, N, C + 4·(reg_max+1)) with sigmoid scores → Detections in frame pixels.
 
         One candidate per anchor (its best class, as the official C++ demos) unless `multi_label`
         (every class above the threshold, as the official Python eval). `class_mask` (C,) bool keeps
-        only those classes; applying it before NMS is exact because NMS is class-aware. The best
-        scores, when the runtime computed them, save reading the whole score block."""
+        only those classes; applying it before NMS is exact because NMS is class-aware."""
         score_threshold, multi_label, class_mask = (
             settings.score_threshold,
             settings.multi_label,
             settings.class_mask,
         )
         raw = outputs[0].reshape(len(self.priors), self.num_outputs)
-        best_score = outputs[1] if len(outputs) > 1 else None
         scores = raw[:, : self.num_classes]
         # Only the few anchors above the threshold need argmax and softmax: most of the speed.
         # (np.nonzero on the whole strided score block costs 4x more than any() + flatnonzero.)
-        if best_score is not None:
-            # the margin covers a runtime that rounds the max (bf16); `above` re-checks exactly
-            candidates = np.flatnonzero(best_score.reshape(-1) > score_threshold - BEST_SCORE_MARGIN)
-        else:
-            candidates = np.flatnonzero((scores > score_threshold).any(axis=1))
+        candidates = np.flatnonzero((scores > score_threshold).any(axis=1))
         above = scores[candidates] > score_threshold  # (K, C) for the few candidate anchors
         if multi_label:
             rows, class_id = np.nonzero(above)

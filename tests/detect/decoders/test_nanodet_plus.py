@@ -4,6 +4,7 @@ letterbox, NMS, the output shapes it accepts."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,12 +25,57 @@ def card(size: int = 320, classes: int = C, letterbox: bool = False) -> ModelCar
                      letterbox=letterbox)  # fmt: skip
 
 
-def decode(
-    raw: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.4, nms_iou: float = 0.5, **more: Any
+def graph_decoded(
+    core: Any,
+    decoder: NanoDetPlusDecoder,
+    raw: np.ndarray,
+    frame_hw: tuple[int, int],
+    settings: DecodeSettings,
 ) -> Detections:
-    """The 320 decoder on one raw output, with these decode settings."""
-    settings = DecodeSettings(threshold, nms_iou, more.pop("max_detections", 100), **more)
-    return NanoDetPlusDecoder(card(320)).decode((raw[None],), frame_hw, settings)
+    """The decoder's operations after a network whose output is `raw`, run by OpenVINO at f32."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    network = ops.parameter([1, *raw.shape], np.float32)
+    graph_decode = decoder.graph_decode(frame_hw, settings)
+    model = graph_decode.append_to(ov.Model([ops.result(network)], [network]))
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    request.infer({0: raw[None]})
+    return graph_decode.detections([request.get_output_tensor(i).data for i in range(len(compiled.outputs))])
+
+
+Decode = Callable[..., Detections]
+
+
+@pytest.fixture(scope="module")
+def core() -> Any:
+    import openvino as ov
+
+    return ov.Core()
+
+
+@pytest.fixture(params=["numpy", "openvino"])
+def decode(request: pytest.FixtureRequest, core: Any) -> Decode:
+    """Decode one raw output with the 320 decoder and these settings: in Python (`decode`), or by
+    the operations the runtime appends to the network (`graph_decode`); both must agree."""
+
+    def run(
+        raw: np.ndarray,
+        frame_hw: tuple[int, int],
+        threshold: float = 0.4,
+        nms_iou: float = 0.5,
+        *,
+        letterbox: bool = False,
+        **more: Any,
+    ) -> Detections:
+        settings = DecodeSettings(threshold, nms_iou, more.pop("max_detections", 100), **more)
+        decoder = NanoDetPlusDecoder(card(320, letterbox=letterbox))
+        if request.param == "numpy":
+            return decoder.decode((raw[None],), frame_hw, settings)
+        return graph_decoded(core, decoder, raw, frame_hw, settings)
+
+    return run
 
 
 def raw_for(
@@ -97,7 +143,7 @@ def test_num_anchors_rounds_each_level_up(size: int, expected: int) -> None:
     assert num_anchors(size, (8, 16, 32, 64)) == expected
 
 
-def test_uniform_bins_give_the_mean_distance_times_stride() -> None:
+def test_uniform_bins_give_the_mean_distance_times_stride(decode: Decode) -> None:
     # anchor 5*40+10 of stride 8 is the grid point (80, 40); uniform bins → distance 3.5·8 = 28
     anchor = 5 * 40 + 10
     found = decode(raw_for(320, {(anchor, 2): 0.9}), (320, 320))
@@ -111,7 +157,7 @@ def test_uniform_bins_give_the_mean_distance_times_stride() -> None:
     )
 
 
-def test_boxes_are_clamped_to_the_input_then_scaled_to_the_frame() -> None:
+def test_boxes_are_clamped_to_the_input_then_scaled_to_the_frame(decode: Decode) -> None:
     # stride-16 level starts at anchor 1600; its grid point (0, 0) with distances 2, 1, 3, 4 bins
     raw = raw_for(320, {(1600, 0): 0.8}, {1600: peaked((2, 1, 3, 4))})
     found = decode(raw, (640, 160))  # frame h=640, w=160
@@ -119,13 +165,13 @@ def test_boxes_are_clamped_to_the_input_then_scaled_to_the_frame() -> None:
     np.testing.assert_allclose(found.xyxy, [[0, 0, 24, 128]], atol=1e-3)
 
 
-def test_score_must_be_strictly_above_the_threshold() -> None:
+def test_score_must_be_strictly_above_the_threshold(decode: Decode) -> None:
     raw = raw_for(320, {(0, 0): 0.4, (100, 1): 0.41})
     found = decode(raw, (320, 320))
     assert found.class_id.tolist() == [1]
 
 
-def test_one_class_per_anchor_unless_multi_label() -> None:
+def test_one_class_per_anchor_unless_multi_label(decode: Decode) -> None:
     raw = raw_for(320, {(300, 18): 0.49, (300, 19): 0.41})  # sheep and cow on the same anchor
     single = decode(raw, (320, 320))
     multi = decode(raw, (320, 320), multi_label=True)
@@ -134,7 +180,7 @@ def test_one_class_per_anchor_unless_multi_label() -> None:
     np.testing.assert_array_equal(multi.xyxy[0], multi.xyxy[1])
 
 
-def test_class_mask_drops_other_classes_after_choosing_the_best_class() -> None:
+def test_class_mask_drops_other_classes_after_choosing_the_best_class(decode: Decode) -> None:
     raw = raw_for(320, {(10, 0): 0.5, (500, 16): 0.7, (600, 16): 0.6, (600, 0): 0.45})
     mask = np.zeros(C, bool)
     mask[0] = True
@@ -144,7 +190,7 @@ def test_class_mask_drops_other_classes_after_choosing_the_best_class() -> None:
     np.testing.assert_allclose(found.score, [0.5])
 
 
-def test_nms_is_per_class_and_keeps_the_higher_score() -> None:
+def test_nms_is_per_class_and_keeps_the_higher_score(decode: Decode) -> None:
     # anchors 41 and 42 are neighbours 8 px apart with 28 px half-size boxes: IoU ≈ 0.75
     raw = raw_for(320, {(41, 0): 0.6, (42, 0): 0.7, (43, 5): 0.5})
     found = decode(raw, (320, 320))
@@ -152,18 +198,18 @@ def test_nms_is_per_class_and_keeps_the_higher_score() -> None:
     np.testing.assert_allclose(found.score, [0.7, 0.5])
 
 
-def test_max_detections_keeps_the_best() -> None:
+def test_max_detections_keeps_the_best(decode: Decode) -> None:
     hits = {(anchor, 0): 0.5 + anchor / 10000 for anchor in range(0, 1600, 200)}  # far apart: no NMS
     found = decode(raw_for(320, hits), (320, 320), max_detections=3)
     np.testing.assert_allclose(found.score, [0.64, 0.62, 0.6], atol=1e-6)
 
 
-def test_nothing_above_threshold_gives_empty_detections() -> None:
+def test_nothing_above_threshold_gives_empty_detections(decode: Decode) -> None:
     found = decode(raw_for(320, {}), (320, 320))
     assert len(found) == 0 and found.xyxy.shape == (0, 4)
 
 
-def test_matches_a_plain_python_decode_on_random_outputs() -> None:
+def test_matches_a_plain_python_decode_on_random_outputs(decode: Decode) -> None:
     rng = np.random.default_rng(7)
     size = 320
     raw = rng.normal(0.0, 3.0, (2125, C + 32)).astype(np.float32)
@@ -180,26 +226,23 @@ def test_matches_a_plain_python_decode_on_random_outputs() -> None:
     np.testing.assert_allclose(found.xyxy[order], [r[2:] for r in ref], atol=1e-3)
 
 
-def test_letterbox_boxes_map_back_through_the_scale_and_ignore_the_padding() -> None:
+def test_letterbox_boxes_map_back_through_the_scale_and_ignore_the_padding(decode: Decode) -> None:
     """A 160x320 frame letterboxed into 320x320 fills the top half at scale 1 (frame pixels =
     input pixels); a box reaching into the padding is clamped at the frame's bottom edge."""
-    decoder = NanoDetPlusDecoder(card(320, letterbox=True))
     # stride-16 grid point (0, 144) = anchor 1600 + 9*20; distances 2, 1, 3, 4 bins of 16 px
     raw = raw_for(320, {(1600 + 9 * 20, 0): 0.8}, {1600 + 9 * 20: peaked((2, 1, 3, 4))})
-    found = decoder.decode((raw[None],), (160, 320), DecodeSettings(0.4, 0.5, 100))
+    found = decode(raw, (160, 320), letterbox=True)
     # input box [-32, 128, 48, 208] → clamped to the frame's area [0, 0, 320, 160] → [0, 128, 48, 160]
     np.testing.assert_allclose(found.xyxy, [[0, 128, 48, 160]], atol=1e-3)
 
 
-def test_the_best_score_output_prefilters_without_changing_the_result() -> None:
-    raw = raw_for(320, {(41, 0): 0.6, (900, 3): 0.45, (1000, 7): 0.39})
-    settings = DecodeSettings(0.4, 0.5, 100)
-    decoder = NanoDetPlusDecoder(card(320))
-    plain = decoder.decode((raw[None],), (320, 320), settings)
-    best = raw[None, :, :C].max(axis=2)
-    prefiltered = decoder.decode((raw[None], best), (320, 320), settings)
-    assert plain.class_id.tolist() == prefiltered.class_id.tolist() == [0, 3]
-    np.testing.assert_array_equal(plain.xyxy, prefiltered.xyxy)
+def test_multi_label_with_a_class_mask_keeps_every_kept_class_above_the_threshold(decode: Decode) -> None:
+    raw = raw_for(320, {(300, 0): 0.45, (300, 2): 0.6, (300, 5): 0.5, (900, 2): 0.3})
+    mask = np.zeros(C, bool)
+    mask[[0, 5]] = True
+    found = decode(raw, (320, 320), multi_label=True, class_mask=mask)
+    assert found.class_id.tolist() == [5, 0]  # best first; the car (2) is not asked for
+    np.testing.assert_allclose(found.score, [0.5, 0.45])
 
 
 # ---------------------------------------------------------------- the outputs it accepts, the registry
