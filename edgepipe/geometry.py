@@ -44,6 +44,15 @@ def reference_points(xyxy: FloatArray, where: ReferencePoint = "bottom_center") 
     return np.stack([cx, y], axis=1)
 
 
+def reference_point(
+    xyxy: tuple[float, float, float, float], where: ReferencePoint = "bottom_center"
+) -> tuple[float, float]:
+    """One box's point that rules test, in plain floats (`reference_points` for many)."""
+    x1, y1, x2, y2 = xyxy
+    y = y2 if where == "bottom_center" else (y1 + y2) / 2 if where == "center" else y1
+    return (x1 + x2) / 2, y
+
+
 def to_pixels(points: FloatArray, units: Units, frame_hw: tuple[int, int]) -> NDArray[np.float64]:
     """(N, 2) points in `units` → (N, 2) frame pixels; relative x scales by the width, y by the height."""
     pixels = np.array(points, np.float64)  # a copy: callers may keep it
@@ -115,6 +124,40 @@ def distance_to_polygon_edges(points: FloatArray, polygon: FloatArray) -> NDArra
     t = np.clip(np.divide(along, length2, out=np.zeros_like(along), where=length2 > 0), 0.0, 1.0)
     offset = rel - t[..., None] * edge
     return np.asarray(np.hypot(offset[..., 0], offset[..., 1]).min(axis=1, initial=np.inf))
+
+
+class Segment:
+    """A directed segment start→end prepared for one point at a time: rules ask about a few tracks
+    a frame, where plain floats cost less than numpy's per-call overhead. The same formulas as
+    `signed_distance_to_line` and `projection_on_segment`."""
+
+    def __init__(self, start: FloatArray, end: FloatArray) -> None:
+        (self._x, self._y), (end_x, end_y) = (float(v) for v in start), (float(v) for v in end)
+        self._dx, self._dy = end_x - self._x, end_y - self._y
+        self._length = float(np.hypot(self._dx, self._dy))
+        self._length2 = self._dx * self._dx + self._dy * self._dy
+
+    def position(self, x: float, y: float) -> tuple[float, float]:
+        """(signed distance in pixels to the infinite line, positive on its right-hand side as seen on
+        screen; where the point projects along the segment, 0 at start and 1 at end)."""
+        rel_x, rel_y = x - self._x, y - self._y
+        return (self._dx * rel_y - self._dy * rel_x) / self._length, (
+            rel_x * self._dx + rel_y * self._dy
+        ) / self._length2
+
+
+class Polygon:
+    """A polygon (concave allowed) prepared for one point at a time: OpenCV's pointPolygonTest in C++
+    answers inside-or-not and the distance to the nearest edge in one call (what `points_in_polygon`
+    and `distance_to_polygon_edges` give for many points, to ~1e-4 px: its vertices are float32)."""
+
+    def __init__(self, vertices: FloatArray) -> None:
+        self.vertices = np.array(vertices, np.float64)
+        self._contour = self.vertices.astype(np.float32).reshape(-1, 1, 2)
+
+    def signed_distance(self, x: float, y: float) -> float:
+        """Distance in pixels to the nearest edge: positive inside, negative outside, 0 on an edge."""
+        return float(cv2.pointPolygonTest(self._contour, (x, y), True))
 
 
 def _following(vertices: NDArray[np.float64]) -> NDArray[np.float64]:

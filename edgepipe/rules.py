@@ -15,14 +15,12 @@ from numpy.typing import NDArray
 
 from edgepipe.errors import ConfigError, FieldError
 from edgepipe.geometry import (
+    Polygon,
     ReferencePoint,
+    Segment,
     Units,
-    distance_to_polygon_edges,
     outside_frame,
-    points_in_polygon,
-    projection_on_segment,
-    reference_points,
-    signed_distance_to_line,
+    reference_point,
     to_pixels,
 )
 from edgepipe.linking import Lineage, TrackLinker
@@ -41,18 +39,6 @@ def _label(labels: Sequence[str], class_id: int) -> str:
     return labels[class_id] if 0 <= class_id < len(labels) else str(class_id)
 
 
-def _selected(tracks: Tracks, class_ids: frozenset[int] | None) -> NDArray[np.intp]:
-    """Rows of `tracks` this rule looks at."""
-    if class_ids is None:
-        return np.arange(len(tracks), dtype=np.intp)
-    keep = np.isin(tracks.class_id, np.fromiter(class_ids, np.int64, len(class_ids)))
-    return np.flatnonzero(keep)
-
-
-def _bbox(xyxy: NDArray[np.float32]) -> Box:
-    return (float(xyxy[0]), float(xyxy[1]), float(xyxy[2]), float(xyxy[3]))
-
-
 @dataclass(frozen=True, slots=True)
 class _Sighting:
     """A track as last seen: an event is stamped with the sighting it is about (a zone exit decided
@@ -66,15 +52,24 @@ class _Sighting:
     media_time_s: float | None  # Frame.source_time: where in the file, for file sources
 
 
-def _sighting(tracks: Tracks, row: int, frame: Frame) -> _Sighting:
-    return _Sighting(
-        int(tracks.class_id[row]),
-        float(tracks.score[row]),
-        _bbox(tracks.xyxy[row]),
-        frame.index,
-        frame.timestamp,
-        frame.source_time,
-    )
+def _sightings(tracks: Tracks, frame: Frame, class_ids: frozenset[int] | None) -> list[tuple[int, _Sighting]]:
+    """(track id, sighting) of each track of a class the rule watches (None: all), in row order.
+    Plain Python from one tolist() per array: a frame has a few tracks, and numpy's per-element
+    access cost more than the rules' own work."""
+    return [
+        (
+            track_id,
+            _Sighting(class_id, score, (x1, y1, x2, y2), frame.index, frame.timestamp, frame.source_time),
+        )
+        for track_id, class_id, score, (x1, y1, x2, y2) in zip(
+            tracks.track_id.tolist(),
+            tracks.class_id.tolist(),
+            tracks.score.tolist(),
+            tracks.xyxy.tolist(),
+            strict=True,
+        )
+        if class_ids is None or class_id in class_ids
+    ]
 
 
 def _placed(
@@ -283,6 +278,7 @@ class LineCrossing(_TrackRule):
 
     def _set_segment(self, points: NDArray[np.float64]) -> None:
         self.start, self.end = points[0].copy(), points[1].copy()
+        self._segment = Segment(self.start, self.end)
         direction = self.end - self.start
         # signed distance changes by normal · displacement (the gradient of signed_distance_to_line)
         self._normal = np.array([-direction[1], direction[0]]) / float(np.hypot(*direction))
@@ -301,15 +297,11 @@ class LineCrossing(_TrackRule):
             raise RuntimeError(f"rule {self.name!r} is in relative units: place() it on the frame size first")
         lineage = lineage if lineage is not None else Lineage.unlinked(tracks.ended)
         events = self._carry_over(lineage)
-        rows = _selected(tracks, self.class_ids)
-        if len(rows):
-            points = reference_points(tracks.xyxy[rows], self.reference_point)
-            distance = signed_distance_to_line(points, self.start, self.end)
-            along = projection_on_segment(points, self.start, self.end)
-            for row, d, t in zip(rows.tolist(), distance.tolist(), along.tolist(), strict=True):
-                event = self._step(int(tracks.track_id[row]), d, t, _sighting(tracks, row, frame), lineage)
-                if event is not None:
-                    events.append(event)
+        for track_id, seen in _sightings(tracks, frame, self.class_ids):
+            d, t = self._segment.position(*reference_point(seen.bbox, self.reference_point))
+            event = self._step(track_id, d, t, seen, lineage)
+            if event is not None:
+                events.append(event)
         for track_id in lineage.released:
             self._state.pop(track_id, None)
         return events
@@ -446,13 +438,17 @@ class Zone(_TrackRule):
         self._given = given
         self.frame_hw: tuple[int, int] | None = None
         # pixel zones work at once (place() only checks them against a frame); relative ones need place()
-        self.polygon = given.copy() if units == "px" else np.full_like(given, np.nan)
+        self._set_polygon(given if units == "px" else np.full_like(given, np.nan))
         self._inside: dict[int, _Inside] = {}
+
+    def _set_polygon(self, points: NDArray[np.float64]) -> None:
+        self.polygon = points.copy()
+        self._shape = Polygon(points)
 
     def place(self, frame_hw: tuple[int, int]) -> None:
         """Fit the zone to frames of (height, width) `frame_hw`: relative points become pixels; a
         point outside the frame is a ConfigError that names the frame size."""
-        self.polygon = _placed("polygon", self._given, self.units, frame_hw)
+        self._set_polygon(_placed("polygon", self._given, self.units, frame_hw))
         self.frame_hw = frame_hw
 
     def update(self, tracks: Tracks, frame: Frame, lineage: Lineage | None = None) -> list[Event]:
@@ -464,14 +460,10 @@ class Zone(_TrackRule):
         lineage = lineage if lineage is not None else Lineage.unlinked(tracks.ended)
         now = _clock(frame)
         events = self._carry_over(lineage)
-        rows = _selected(tracks, self.class_ids)
-        points = reference_points(tracks.xyxy[rows], self.reference_point)
-        inside = points_in_polygon(points, self.polygon)
-        clear = distance_to_polygon_edges(points, self.polygon) > self.hysteresis_px
-        for row, is_inside, is_clear in zip(rows.tolist(), inside.tolist(), clear.tolist(), strict=True):
-            track_id = int(tracks.track_id[row])
+        for track_id, seen in _sightings(tracks, frame, self.class_ids):
+            depth = self._shape.signed_distance(*reference_point(seen.bbox, self.reference_point))
+            is_inside, is_clear = depth > 0.0, abs(depth) > self.hysteresis_px
             state = self._inside.get(track_id)
-            seen = _sighting(tracks, row, frame)
             if state is None:
                 if is_clear and is_inside:
                     label = _label(self.labels, seen.class_id)

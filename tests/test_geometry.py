@@ -7,12 +7,15 @@ import pytest
 from numpy.typing import NDArray
 
 from edgepipe.geometry import (
+    Polygon,
+    Segment,
     box_iou,
     distance_to_polygon_edges,
     nms,
     outside_frame,
     points_in_polygon,
     projection_on_segment,
+    reference_point,
     reference_points,
     signed_distance_to_line,
     to_pixels,
@@ -45,6 +48,7 @@ def test_distance_to_polygon_edges(
     distance = distance_to_polygon_edges(np.array([point], np.float64), np.array(polygon, np.float64))
     assert distance.shape == (1,)
     assert distance[0] == pytest.approx(expected, abs=1e-6)
+    assert abs(Polygon(polygon).signed_distance(*point)) == pytest.approx(expected, abs=1e-4)
 
 
 def test_distance_to_polygon_edges_vectorised_and_empty() -> None:
@@ -163,6 +167,25 @@ def test_points_in_polygon(
     assert points_in_polygon(np.array([point], np.float64), np.array(polygon, np.float64)).tolist() == [
         inside
     ]
+    assert (Polygon(polygon).signed_distance(*point) > 0) == inside
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_prepared_polygon_answers_as_the_vectorised_functions(seed: int) -> None:
+    """Polygon (OpenCV, one point at a time, what the zone rule asks) against points_in_polygon and
+    distance_to_polygon_edges on random points around a random star-shaped (concave) polygon."""
+    rng = np.random.default_rng(seed)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, 9))
+    radii = rng.uniform(40, 200, 9)
+    vertices = np.stack([300 + radii * np.cos(angles), 250 + radii * np.sin(angles)], axis=1)
+    points = rng.uniform(50, 550, (400, 2))
+    inside = points_in_polygon(points, vertices)
+    distance = distance_to_polygon_edges(points, vertices)
+    polygon = Polygon(vertices)
+    signed = np.array([polygon.signed_distance(x, y) for x, y in points.tolist()])
+    assert 30 < np.count_nonzero(inside) < 370  # both sides well sampled
+    np.testing.assert_array_equal(signed > 0, inside)
+    np.testing.assert_allclose(np.abs(signed), distance, atol=1e-3)
 
 
 def test_points_in_polygon_vectorised_and_empty() -> None:
@@ -178,6 +201,7 @@ def test_points_in_polygon_vectorised_and_empty() -> None:
 def test_reference_points(where: str, expected: tuple[float, float]) -> None:
     points = reference_points(np.array([[10, 20, 20, 40]], np.float32), where)  # type: ignore[arg-type]
     assert points.tolist() == [list(expected)]
+    assert reference_point((10.0, 20.0, 20.0, 40.0), where) == expected  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -191,6 +215,19 @@ def test_signed_distance_and_projection_on_a_left_to_right_line(
     points = np.array([point], np.float64)
     assert signed_distance_to_line(points, (0, 0), (100, 0))[0] == pytest.approx(distance)
     assert projection_on_segment(points, (0, 0), (100, 0))[0] == pytest.approx(along)
+    assert Segment((0, 0), (100, 0)).position(*point) == pytest.approx((distance, along))
+
+
+def test_a_prepared_segment_answers_as_the_vectorised_functions() -> None:
+    rng = np.random.default_rng(3)
+    start, end = np.array([37.5, 410.0]), np.array([455.0, 61.25])
+    points = rng.uniform(0, 480, (200, 2))
+    segment = Segment(start, end)
+    found = np.array([segment.position(x, y) for x, y in points.tolist()])
+    np.testing.assert_allclose(
+        found[:, 0], signed_distance_to_line(points, start, end), rtol=1e-12, atol=1e-9
+    )
+    np.testing.assert_allclose(found[:, 1], projection_on_segment(points, start, end), rtol=1e-12, atol=1e-12)
 
 
 def test_to_pixels_scales_relative_points_by_width_and_height() -> None:
