@@ -362,10 +362,8 @@ def resident_mb() -> float:
 
 def format_report(report: Report) -> str:
     width, height = report.frame_size
-    lines = [
-        f"{report.pipeline}: {report.model} on {width}x{height} frames ({report.precision}; "
-        f"limit with {report.limit_requests} requests)"
-    ]
+    limit = f"; limit with {report.limit_requests} requests" if report.rounds else ""
+    lines = [f"{report.pipeline}: {report.model} on {width}x{height} frames ({report.precision}{limit})"]
     if report.rounds:
         lines.append(
             f"  {len(report.rounds)} rounds of {report.frames} frames; median FPS, ratio to the ceiling:"
