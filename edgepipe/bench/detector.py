@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from edgepipe.config import DetectorConfig, FileSourceConfig, settings_from_options
 from edgepipe.detect import Detector, ModelPool
+from edgepipe.detect.runtime import frame_into
 from edgepipe.errors import ConfigError, SourceError
 from edgepipe.sources import FileSource, read_image
 from edgepipe.types import Frame
@@ -90,12 +91,21 @@ def iter_video(video: Path, count: int) -> Iterator[Frame]:
                 yield frame
 
 
-def openvino_limit(compiled: Any, image: NDArray[np.uint8], requests: int, frames: int) -> Run:
-    """The compiled model alone: `requests` async requests that keep one pre-filled input tensor."""
+def openvino_limit(
+    compiled: Any,
+    image: NDArray[np.uint8],
+    requests: int,
+    frames: int,
+    inner_hw: tuple[int, int] | None = None,
+) -> Run:
+    """The compiled model alone: `requests` async requests that keep one pre-filled input tensor
+    (the frame `image` resized into it once, as the detector does: `frame_into`)."""
     from openvino import AsyncInferQueue, Tensor
 
     queue = AsyncInferQueue(compiled, requests)
-    tensor = Tensor(np.ascontiguousarray(image[None]))
+    network_input = np.zeros(tuple(compiled.inputs[0].get_shape()), np.uint8)
+    frame_into(np.ascontiguousarray(image[None]), network_input, inner_hw)
+    tensor = Tensor(network_input)
     for i in range(requests):
         queue[i].set_input_tensor(tensor)
     for _ in range(requests):  # warm-up: first inferences allocate memory for this input shape
@@ -121,7 +131,9 @@ def measure_speed(detector: Detector, video: Path, frames: int, rounds: int = 3)
     list(detector.stream(decoded[: 2 * detector.in_flight]))  # warm-up
     runs: dict[str, list[Run]] = {"limit": [], "stage": [], "video": []}
     measure: dict[str, Callable[[], Run]] = {
-        "limit": lambda: openvino_limit(compiled, decoded[0].image, limit_requests, frames),
+        "limit": lambda: openvino_limit(
+            compiled, decoded[0].image, limit_requests, frames, detector.inner_hw(decoded[0].image.shape[:2])
+        ),
         "stage": lambda: _timed(lambda: sum(1 for _ in detector.stream(decoded))),
         "video": lambda: _timed(lambda: sum(1 for _ in detector.stream(iter_video(video, frames)))),
     }

@@ -231,7 +231,9 @@ def measure_rounds(cfg: PipelineConfig, pool: ModelPool, frames: int, rounds: in
     report.limit_requests = max(optimal, detector.in_flight)
     with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as folder:
         measure: dict[str, Callable[[], Run]] = {
-            "limit": lambda: openvino_limit(compiled, first.image, report.limit_requests, frames),
+            "limit": lambda: openvino_limit(
+                compiled, first.image, report.limit_requests, frames, detector.inner_hw(first.image.shape[:2])
+            ),
             "decode": lambda: decode_run(source, frames),
             "pipeline": lambda: pipeline_run(cfg, pool, frames, Path(folder)),
         }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -105,16 +104,11 @@ class Detector:
         The decoder's operations are appended to the network where the device compiles them; where
         it does not (an NPU without dynamic-shape NMS, say), the network gives its raw outputs and
         the decoder's Python twin decodes them: the same detections, more work on the loop thread."""
-        preprocess = (
-            replace(self.preprocess, inner_hw=self.card.resized_hw(frame_hw))
-            if self.card.letterbox
-            else self.preprocess
-        )
 
         def compile_with(graph_decode: GraphDecode | None) -> Any:
             return self.pool.compile(
                 self.model_path,
-                preprocess,
+                self.preprocess,
                 frame_hw,
                 device=self.settings.device,
                 precision=self.settings.precision,
@@ -150,7 +144,7 @@ class Detector:
         frame_hw = (int(image.shape[1]), int(image.shape[2]))
         if self._sync is None or self._sync[0] != frame_hw:
             self._sync = (frame_hw, self.compiled_for(frame_hw).create_infer_request())
-        return self._postprocess(infer_one(self._sync[1], image), frame_hw)
+        return self._postprocess(infer_one(self._sync[1], image, self.inner_hw(frame_hw)), frame_hw)
 
     def stream(
         self, frames: Iterable[Frame | None], *, frame_waiting: Callable[[], bool] | None = None
@@ -166,6 +160,7 @@ class Detector:
             frames,
             lambda f: check_image(f.image, f"frame {f.index}"),
             frame_waiting,
+            self.inner_hw,
         )
         for item in outputs:
             if item is None:
@@ -173,6 +168,10 @@ class Detector:
                 continue
             frame, raw = item
             yield frame, self._postprocess(raw, frame.image.shape[:2])
+
+    def inner_hw(self, frame_hw: tuple[int, int]) -> tuple[int, int] | None:
+        """Letterbox: where a frame of `frame_hw` goes in the input (None: stretched over all of it)."""
+        return self.card.resized_hw(frame_hw) if self.card.letterbox else None
 
     def _requests_for(self, frame_hw: tuple[int, int]) -> list[Any]:
         compiled = self.compiled_for(frame_hw)

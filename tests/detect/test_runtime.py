@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from edgepipe.detect.runtime import ModelPool, Preprocess, check_image, infer_one, infer_stream
+from edgepipe.detect.runtime import ModelPool, Preprocess, check_image, frame_into, infer_one, infer_stream
 from edgepipe.errors import FieldError, ModelError
 
 T = TypeVar("T")
@@ -106,7 +106,12 @@ def test_pool_compiles_once_per_settings_and_frame_size(pool: ModelPool, tmp_pat
     size = pool.compile(model, FLOAT_PRE, (48, 64), device="CPU", precision="f32", performance_hint="latency")
     assert first is again
     assert hint is not first and size is not first
-    assert list(size.inputs[0].get_shape()) == [1, 48, 64, 3]
+    assert list(size.inputs[0].get_shape()) == [
+        1,
+        32,
+        32,
+        3,
+    ]  # the network's size: frames are resized into it
 
 
 def test_shapes_report_the_network_before_preprocessing(pool: ModelPool, tmp_path: Path) -> None:
@@ -321,15 +326,33 @@ def _delivered(items: Iterator[tuple[T, Any] | None]) -> Iterator[tuple[T, Any]]
 
 def test_letterbox_keeps_the_aspect_ratio_and_pads_with_black(pool: ModelPool, tmp_path: Path) -> None:
     """A 16x32 frame in a 32x32 input with letterbox: the frame fills the top half, black below,
-    so the per-channel means are half the frame's colour; stretched, they are the colour itself."""
+    so the per-channel means are half the frame's colour; stretched, they are the colour itself.
+    The request's input is used stretched first: letterboxing after it still pads with black."""
     model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
     image = check_image(np.full((16, 32, 3), (10, 20, 30), np.uint8), "test")
-    means = {}
-    for inner_hw in (None, (16, 32)):
-        pre = Preprocess(layout="NCHW", normalize=True, inner_hw=inner_hw)
-        compiled = pool.compile(
-            model, pre, (16, 32), device="CPU", precision="f32", performance_hint="latency"
-        )
-        means[inner_hw] = infer_one(compiled.create_infer_request(), image)[0].copy()
+    pre = Preprocess(layout="NCHW", normalize=True)
+    compiled = pool.compile(model, pre, (16, 32), device="CPU", precision="f32", performance_hint="latency")
+    request = compiled.create_infer_request()
+    means = {inner_hw: infer_one(request, image, inner_hw)[0].copy() for inner_hw in (None, (16, 32))}
     np.testing.assert_allclose(means[None], [[10.0, 20.0, 30.0]], atol=1e-4)
     np.testing.assert_allclose(means[(16, 32)], [[5.0, 10.0, 15.0]], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("frame_hw", "inner_hw"), [((16, 40), None), ((32, 32), None), ((90, 60), (32, 21)), ((8, 32), (8, 32))]
+)
+def test_frame_into_resizes_as_opencv_into_the_input(
+    frame_hw: tuple[int, int], inner_hw: tuple[int, int] | None
+) -> None:
+    """The network input holds cv2.resize of the frame (bilinear) where the frame goes, black elsewhere,
+    whatever was in it before."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (*frame_hw, 3), dtype=np.uint8)
+    target = np.full((1, 32, 32, 3), 99, np.uint8)  # a used request: the last frame's pixels
+    frame_into(check_image(image, "test"), target, inner_hw)
+    inner_h, inner_w = inner_hw or (32, 32)
+    expected = np.zeros((32, 32, 3), np.uint8)
+    expected[:inner_h, :inner_w] = cv2.resize(image, (inner_w, inner_h), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(target[0], expected)
