@@ -32,20 +32,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "quantize",
         help="an INT8 IR of a fetched model (NNCF post-training quantisation; needs edgepipe[export])",
         description="Quantise a fetched float model to INT8 on calibration frames from your cameras: a "
-        "folder of images or a video. Written beside it (or in --dest) only if the INT8 model finds at least "
+        "folder of images or a video, or several. Written beside it (or in --dest) only if the INT8 model finds at least "
         "80%% of the float model's detections on those frames. Measure it with `edgepipe bench detector "
         "--model INT8.xml --model FLOAT.xml --coco DIR --video V`.",
     )
     quantize.add_argument("name", help="a model of `edgepipe models list`, fetched")
     quantize.add_argument(
-        "--calib", required=True, type=Path, metavar="PATH", help="folder of images, or a video"
+        "--calib",
+        required=True,
+        type=Path,
+        action="append",
+        metavar="PATH",
+        help="folder of images, or a video; repeat for several (the frames are shared evenly)",
     )
     quantize.add_argument(
         "--frames",
         type=int,
         default=CALIB_FRAMES,
         metavar="N",
-        help=f"calibration frames at most ({CALIB_FRAMES}), spread over a video",
+        help=f"calibration frames at most ({CALIB_FRAMES}), shared by the --calib sources, spread over a video",
     )
     quantize.add_argument(
         "--dest",

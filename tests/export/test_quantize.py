@@ -94,3 +94,20 @@ def test_quantised_on_a_video_the_int8_model_finds_the_same_people(
         if len(ours) and len(theirs):
             matched += int(np.count_nonzero(box_iou(theirs.xyxy, ours.xyxy).max(axis=1) >= 0.5))
     assert total > 20 and matched >= 0.8 * total, (matched, total)
+
+
+def test_several_calibration_sources_share_the_frames(tmp_path: Path, shared_data: Path) -> None:
+    """A folder of 4 images and a video: 11 frames at most → 6 from the folder (it has 4: all of them)
+    and 5 spread over the video; each a 320 network input."""
+    import cv2
+
+    from edgepipe.export.quantize import calibration_frames
+
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    for number in range(4):
+        cv2.imwrite(str(folder / f"{number}.jpg"), np.full((60, 80, 3), 40 * number, np.uint8))
+    frames = calibration_frames([folder, shared_data / "video" / "tud-campus.mp4"], 320, 11)
+    assert len(frames) == 4 + 5
+    assert {f.shape for f in frames} == {(1, 3, 320, 320)}
+    assert len({round(float(f.mean()), 3) for f in frames[4:]}) == 5  # five different video frames
