@@ -442,8 +442,12 @@ class Zone(_TrackRule):
         self._inside: dict[int, _Inside] = {}
 
     def _set_polygon(self, points: NDArray[np.float64]) -> None:
-        self.polygon = points.copy()
-        self._shape = Polygon(points)
+        self._shape = Polygon(points)  # keeps its own copy of the vertices
+
+    @property
+    def polygon(self) -> NDArray[np.float64]:
+        """The vertices in frame pixels (NaN until a relative zone is placed)."""
+        return self._shape.vertices
 
     def place(self, frame_hw: tuple[int, int]) -> None:
         """Fit the zone to frames of (height, width) `frame_hw`: relative points become pixels; a
