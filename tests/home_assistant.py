@@ -115,6 +115,10 @@ async def live(port: int, config_dir: Path, prefix: str) -> None:
 
     devices_told = False
 
+    # A callback runs in the event loop, in the order the states changed. (A plain function is run in
+    # Home Assistant's executor threads, where two quick changes of one entity could be told in the
+    # wrong order: a sensor's last value printed after its `unavailable`.)
+    @core.callback
     def on_state(event: Any) -> None:
         nonlocal devices_told
         state = event.data.get("new_state")

@@ -200,6 +200,7 @@ def test_killing_the_camera_flips_the_camera_topic_and_home_assistant_availabili
 ) -> None:
     ha = home_assistant(broker)
     camera = subscribe(broker, "edgepipe/cam/camera")
+    everything = subscribe(broker, "edgepipe/cam/#")
     counted, connected = "sensor.edgepipe_cam_crossing_in", "binary_sensor.edgepipe_cam_camera"
 
     def up(h: HomeAssistant) -> bool:
@@ -219,7 +220,22 @@ def test_killing_the_camera_flips_the_camera_topic_and_home_assistant_availabili
     rtsp_pipeline.send_signal(signal.SIGTERM)
     _, stderr = rtsp_pipeline.communicate(timeout=60)
     assert rtsp_pipeline.returncode == 0, stderr[-3000:]
-    assert ha.wait_for(lambda h: set(h.states().values()) == {"unavailable"}), ha.states()
+
+    def still_available(h: HomeAssistant) -> dict[str, str | None]:
+        return {entity: state for entity, state in h.states().items() if state != "unavailable"}
+
+    assert ha.wait_for(lambda h: not still_available(h)), "\n".join(
+        [
+            f"still available: {still_available(ha)}",
+            *(f"HA {entity}: {state}" for entity, state in ha.history if entity in still_available(ha)),
+            *(
+                f"MQTT {topic} {payload[:60]!r} retain={retain}"
+                for topic, payload, retain in everything.messages
+            ),
+            ha.log_path.read_text()[-3000:],
+            stderr[-3000:],
+        ]
+    )
     # the camera topic went connected → away → connected, then the source ended with the run
     flips = [state for i, state in enumerate(camera.texts()) if i == 0 or state != camera.texts()[i - 1]]
     assert flips[0] == "connected" and flips[-2:] == ["connected", "ended"]
