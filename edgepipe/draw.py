@@ -67,7 +67,7 @@ class LineShape:
         """Unit vector from the line towards its "in" side."""
         (x1, y1), (x2, y2) = self.start_xy, self.end_xy
         length = float(np.hypot(x2 - x1, y2 - y1))
-        # (-dy, dx) points to the right-hand side: where signed_distance_to_line is positive
+        # (-dy, dx) points to the right-hand side: where Segment.position's distance is positive
         return self.in_sign * np.array([-(y2 - y1), x2 - x1], np.float64) / length
 
 

@@ -70,66 +70,10 @@ def outside_frame(points: FloatArray, frame_hw: tuple[int, int]) -> NDArray[np.b
     return np.asarray(~inside)
 
 
-def signed_distance_to_line(points: FloatArray, start: FloatArray, end: FloatArray) -> NDArray[np.float64]:
-    """(N, 2) points → (N,) signed distance in pixels to the infinite line start→end.
-
-    Positive on the right-hand side of start→end as seen on screen (image y grows downwards):
-    for a line drawn left to right, points below it are positive."""
-    points = np.asarray(points, np.float64)
-    start = np.asarray(start, np.float64)
-    direction = np.asarray(end, np.float64) - start
-    length = float(np.hypot(direction[0], direction[1]))
-    rel = points - start
-    distance: NDArray[np.float64] = (direction[0] * rel[:, 1] - direction[1] * rel[:, 0]) / length
-    return distance
-
-
-def projection_on_segment(points: FloatArray, start: FloatArray, end: FloatArray) -> NDArray[np.float64]:
-    """(N, 2) points → (N,) position of their projection along start→end: 0 at start, 1 at end."""
-    points = np.asarray(points, np.float64)
-    start = np.asarray(start, np.float64)
-    direction = np.asarray(end, np.float64) - start
-    return ((points - start) @ direction) / float(direction @ direction)
-
-
-def points_in_polygon(points: FloatArray, polygon: FloatArray) -> NDArray[np.bool_]:
-    """(N, 2) points, (K, 2) polygon vertices (any simple polygon, concave allowed) → (N,) inside.
-
-    Even-odd ray casting, vectorised over points and edges."""
-    points = np.asarray(points, np.float64)
-    poly = np.asarray(polygon, np.float64)
-    x, y = points[:, 0:1], points[:, 1:2]  # (N, 1)
-    x1, y1 = poly[:, 0], poly[:, 1]  # (K,)
-    following = _following(poly)
-    x2, y2 = following[:, 0], following[:, 1]
-    straddles = (y1 > y) != (y2 > y)  # (N, K)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x_cross = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
-    crossings = straddles & (x < x_cross)
-    return np.asarray(np.count_nonzero(crossings, axis=1) % 2 == 1)
-
-
-def distance_to_polygon_edges(points: FloatArray, polygon: FloatArray) -> NDArray[np.float64]:
-    """(N, 2) points, (K, 2) polygon vertices → (N,) distance in pixels to the nearest edge.
-
-    Unsigned (same inside and out) and to the segments, not their infinite lines, so a point
-    beyond a corner measures to the corner. Vectorised over points and edges."""
-    points = np.asarray(points, np.float64)
-    start = np.asarray(polygon, np.float64)  # (K, 2)
-    edge = _following(start) - start  # (K, 2)
-    length2 = np.einsum("kd,kd->k", edge, edge)
-    rel = points[:, None, :] - start[None, :, :]  # (N, K, 2)
-    along = np.einsum("nkd,kd->nk", rel, edge)
-    # A repeated vertex makes a zero-length edge: its nearest point is the vertex itself (t = 0).
-    t = np.clip(np.divide(along, length2, out=np.zeros_like(along), where=length2 > 0), 0.0, 1.0)
-    offset = rel - t[..., None] * edge
-    return np.asarray(np.hypot(offset[..., 0], offset[..., 1]).min(axis=1, initial=np.inf))
-
-
 class Segment:
     """A directed segment start→end prepared for one point at a time: rules ask about a few tracks
-    a frame, where plain floats cost less than numpy's per-call overhead. The same formulas as
-    `signed_distance_to_line` and `projection_on_segment`."""
+    a frame, where plain floats cost less than numpy's per-call overhead (tests/test_geometry.py holds
+    it to a vectorised reference)."""
 
     def __init__(self, start: FloatArray, end: FloatArray) -> None:
         (self._x, self._y), (end_x, end_y) = (float(v) for v in start), (float(v) for v in end)
@@ -148,8 +92,8 @@ class Segment:
 
 class Polygon:
     """A polygon (concave allowed) prepared for one point at a time: OpenCV's pointPolygonTest in C++
-    answers inside-or-not and the distance to the nearest edge in one call (what `points_in_polygon`
-    and `distance_to_polygon_edges` give for many points, to ~1e-4 px: its vertices are float32)."""
+    answers inside-or-not and the distance to the nearest edge in one call (to ~1e-4 px: its vertices
+    are float32; tests/test_geometry.py holds it to a vectorised even-odd and edge-distance reference)."""
 
     def __init__(self, vertices: FloatArray) -> None:
         self.vertices = np.array(vertices, np.float64)
@@ -158,11 +102,6 @@ class Polygon:
     def signed_distance(self, x: float, y: float) -> float:
         """Distance in pixels to the nearest edge: positive inside, negative outside, 0 on an edge."""
         return float(cv2.pointPolygonTest(self._contour, (x, y), True))
-
-
-def _following(vertices: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Each vertex's successor around the polygon (np.roll(vertices, -1, axis=0), ~10x cheaper)."""
-    return np.concatenate((vertices[1:], vertices[:1]))
 
 
 def nms(

@@ -280,7 +280,7 @@ class LineCrossing(_TrackRule):
         self.start, self.end = points[0].copy(), points[1].copy()
         self._segment = Segment(self.start, self.end)
         direction = self.end - self.start
-        # signed distance changes by normal · displacement (the gradient of signed_distance_to_line)
+        # signed distance changes by normal · displacement (the gradient of Segment.position's distance)
         self._normal = np.array([-direction[1], direction[0]]) / float(np.hypot(*direction))
 
     def place(self, frame_hw: tuple[int, int]) -> None:

@@ -28,7 +28,7 @@ from edgepipe.draw import (
     rules_picture,
 )
 from edgepipe.errors import OutputError
-from edgepipe.geometry import signed_distance_to_line
+from edgepipe.geometry import Segment
 from edgepipe.rules import LineCrossing, Rules, Zone
 from edgepipe.types import Detections, Frame, FrameResult, Tracks
 
@@ -70,7 +70,7 @@ def test_a_line_is_drawn_along_its_points_with_the_arrow_on_the_in_side(
     arrow = middle + normal * 15
     assert is_color(canvas, arrow, LINE_BGR)
     assert not is_color(canvas, middle - normal * 15, LINE_BGR)
-    side = signed_distance_to_line(arrow[None], np.asarray(start, float), np.asarray(end, float))[0]
+    side, _ = Segment(start, end).position(*arrow.tolist())
     assert np.sign(side) == in_sign  # +1: the right-hand side of start→end, as in_side: right means
 
 

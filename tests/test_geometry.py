@@ -7,17 +7,14 @@ import pytest
 from numpy.typing import NDArray
 
 from edgepipe.geometry import (
+    FloatArray,
     Polygon,
     Segment,
     box_iou,
-    distance_to_polygon_edges,
     nms,
     outside_frame,
-    points_in_polygon,
-    projection_on_segment,
     reference_point,
     reference_points,
-    signed_distance_to_line,
     to_pixels,
 )
 
@@ -240,3 +237,67 @@ def test_to_pixels_scales_relative_points_by_width_and_height() -> None:
 def test_outside_frame_keeps_the_edges_inside() -> None:
     points = np.array([[0, 0], [480, 360], [480.5, 10], [-1, 10], [10, 361], [240, 180]])
     assert outside_frame(points, (360, 480)).tolist() == [False, False, True, True, True, False]
+
+
+# ---------------------------------------------------------------- references
+# Vectorised over points and edges, written out in numpy: what Segment and Polygon (one point at a
+# time, what the rules ask) are held to.
+def signed_distance_to_line(points: FloatArray, start: FloatArray, end: FloatArray) -> NDArray[np.float64]:
+    """(N, 2) points → (N,) signed distance in pixels to the infinite line start→end.
+
+    Positive on the right-hand side of start→end as seen on screen (image y grows downwards):
+    for a line drawn left to right, points below it are positive."""
+    points = np.asarray(points, np.float64)
+    start = np.asarray(start, np.float64)
+    direction = np.asarray(end, np.float64) - start
+    length = float(np.hypot(direction[0], direction[1]))
+    rel = points - start
+    distance: NDArray[np.float64] = (direction[0] * rel[:, 1] - direction[1] * rel[:, 0]) / length
+    return distance
+
+
+def projection_on_segment(points: FloatArray, start: FloatArray, end: FloatArray) -> NDArray[np.float64]:
+    """(N, 2) points → (N,) position of their projection along start→end: 0 at start, 1 at end."""
+    points = np.asarray(points, np.float64)
+    start = np.asarray(start, np.float64)
+    direction = np.asarray(end, np.float64) - start
+    return ((points - start) @ direction) / float(direction @ direction)
+
+
+def points_in_polygon(points: FloatArray, polygon: FloatArray) -> NDArray[np.bool_]:
+    """(N, 2) points, (K, 2) polygon vertices (any simple polygon, concave allowed) → (N,) inside.
+
+    Even-odd ray casting, vectorised over points and edges."""
+    points = np.asarray(points, np.float64)
+    poly = np.asarray(polygon, np.float64)
+    x, y = points[:, 0:1], points[:, 1:2]  # (N, 1)
+    x1, y1 = poly[:, 0], poly[:, 1]  # (K,)
+    following = _following(poly)
+    x2, y2 = following[:, 0], following[:, 1]
+    straddles = (y1 > y) != (y2 > y)  # (N, K)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_cross = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+    crossings = straddles & (x < x_cross)
+    return np.asarray(np.count_nonzero(crossings, axis=1) % 2 == 1)
+
+
+def distance_to_polygon_edges(points: FloatArray, polygon: FloatArray) -> NDArray[np.float64]:
+    """(N, 2) points, (K, 2) polygon vertices → (N,) distance in pixels to the nearest edge.
+
+    Unsigned (same inside and out) and to the segments, not their infinite lines, so a point
+    beyond a corner measures to the corner. Vectorised over points and edges."""
+    points = np.asarray(points, np.float64)
+    start = np.asarray(polygon, np.float64)  # (K, 2)
+    edge = _following(start) - start  # (K, 2)
+    length2 = np.einsum("kd,kd->k", edge, edge)
+    rel = points[:, None, :] - start[None, :, :]  # (N, K, 2)
+    along = np.einsum("nkd,kd->nk", rel, edge)
+    # A repeated vertex makes a zero-length edge: its nearest point is the vertex itself (t = 0).
+    t = np.clip(np.divide(along, length2, out=np.zeros_like(along), where=length2 > 0), 0.0, 1.0)
+    offset = rel - t[..., None] * edge
+    return np.asarray(np.hypot(offset[..., 0], offset[..., 1]).min(axis=1, initial=np.inf))
+
+
+def _following(vertices: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each vertex's successor around the polygon (np.roll(vertices, -1, axis=0), ~10x cheaper)."""
+    return np.concatenate((vertices[1:], vertices[:1]))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgepipe.errors import ConfigError
-from edgepipe.geometry import points_in_polygon
+from edgepipe.geometry import Polygon
 from edgepipe.linking import TrackLinker
 from edgepipe.rules import LineCrossing, Rules, Zone
 from edgepipe.types import Event, Frame, Tracks, totals
@@ -389,11 +389,11 @@ def test_zone_hysteresis_in_a_concave_polygon(
 
 def test_zone_without_hysteresis_follows_the_polygon_frame_by_frame() -> None:
     # A random walk over the U and around it: with hysteresis_px = 0 the zone is in exactly where
-    # points_in_polygon says so (no point lands exactly on an edge), i.e. the rule without a band.
+    # the polygon says so (no point lands exactly on an edge), i.e. the rule without a band.
     rng = np.random.default_rng(4)
     path = np.cumsum(rng.normal(0, 25, (400, 2)), axis=0) % 360 - 30
     rule = zone(hysteresis_px=0.0)
-    inside = [bool(v) for v in points_in_polygon(path, np.array(U_SHAPE, np.float64))]
+    inside = [Polygon(U_SHAPE).signed_distance(x, y) > 0 for x, y in path.tolist()]
     for i, point in enumerate(path.tolist()):
         events = rule.update(tracks([(1, feet(*point))]), frame(i))
         was_inside = i > 0 and inside[i - 1]
