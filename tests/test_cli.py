@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,23 @@ def test_run_with_a_missing_pipeline_file(tmp_path: Path) -> None:
         result.stderr
         == f"edgepipe: error: {tmp_path / 'nope.yml'}: cannot read pipeline file: No such file or directory\n"
     )
+
+
+@pytest.mark.parametrize(("asked", "threads"), [(None, 1), ("3", 3)])
+def test_opencv_works_on_the_asking_thread_unless_told_otherwise(asked: str | None, threads: int) -> None:
+    """The command line keeps OpenCV's worker pool off the cores OpenVINO's inference runs on;
+    OPENCV_FOR_THREADS_NUM, set by the user, still wins."""
+    script = (
+        "import sys; from edgepipe.cli import main; code = main(['check', '--no-broker', 'pipelines/demo.yml']); "
+        "import cv2; print(code, cv2.getNumThreads())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FOR_THREADS_NUM"}
+    if asked is not None:
+        env["OPENCV_FOR_THREADS_NUM"] = asked
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.split()[-2:] == ["0", str(threads)], result.stderr
 
 
 @pytest.mark.slow
