@@ -18,7 +18,6 @@ cut leaves the old totals or the new ones, never half a file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -28,12 +27,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from datetime import time as time_of_day
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edgepipe.config import PipelineConfig
 from edgepipe.errors import FieldError, OutputError
-from edgepipe.paths import state_directory
+from edgepipe.paths import lock_beside, state_directory
 from edgepipe.rules import Rules
 from edgepipe.types import Counts, Event
 
@@ -137,7 +136,11 @@ class CountsStore:
         self.problem: str | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = _take_lock(Path(f"{path}.lock"))
+            self._lock = lock_beside(
+                path,
+                f"the counts file {path} is in use by another edgepipe process; "
+                "give each pipeline its own counts.path",
+            )
         except OSError as err:
             raise OutputError(f"cannot open the counts file {path}: {err.strerror}") from err
 
@@ -206,19 +209,6 @@ class CountsStore:
             why,
             aside.name,
         )
-
-
-def _take_lock(lock_path: Path) -> IO[bytes]:
-    handle = open(lock_path, "wb")  # noqa: SIM115  (held open for the store's lifetime)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise OutputError(
-            f"the counts file {lock_path.with_suffix('')} is in use by another edgepipe process; "
-            "give each pipeline its own counts.path"
-        ) from None
-    return handle
 
 
 # ---------------------------------------------------------------- the rules' totals, lasting

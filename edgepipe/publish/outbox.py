@@ -21,7 +21,6 @@ Nothing is lost silently, whatever the disk does:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import sqlite3
@@ -32,10 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
 
 from edgepipe.config import OutboxConfig
 from edgepipe.errors import OutputError
+from edgepipe.paths import lock_beside
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +154,11 @@ class Outbox:
         check_outbox_path(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_file = self._take_lock(Path(f"{self.path}.lock"))
+            self._lock_file = lock_beside(
+                self.path,
+                f"the MQTT outbox {self.path} is in use by another edgepipe process; "
+                "give each pipeline its own outbox path",
+            )
         except OSError as err:
             raise OutputError(f"cannot open the MQTT outbox {self.path}: {err.strerror}") from err
         try:
@@ -232,19 +235,6 @@ class Outbox:
             self._db.close()
         self._undeleted.clear()  # their ids belong to the old file
         self._db = self._replace_damaged(str(err))
-
-    @staticmethod
-    def _take_lock(lock_path: Path) -> IO[bytes]:
-        handle = open(lock_path, "wb")  # noqa: SIM115  (held open for the outbox's lifetime)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise OutputError(
-                f"the MQTT outbox {lock_path.with_suffix('')} is in use by another edgepipe process; "
-                "give each pipeline its own outbox path"
-            ) from None
-        return handle
 
     # ------------------------------------------------------------ what callers read
     @property
