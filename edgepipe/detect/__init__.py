@@ -32,7 +32,8 @@ class Detector:
     """A detector model on OpenVINO: raw BGR frames in, Detections in frame pixels out.
 
     Settings come typed and checked from the `detector:` config section. The model is compiled
-    once per frame size, on first use (`prepare` does it ahead of the first frame)."""
+    once for frames of every size (with letterbox: once per aspect ratio), on first use (`prepare`
+    does it ahead of the first frame)."""
 
     def __init__(
         self,
@@ -68,8 +69,9 @@ class Detector:
             multi_label=multi_label,
         )
         self._in_flight = settings.in_flight
-        self._sync: tuple[tuple[int, int], Any] | None = None  # (frame_hw, infer request) of detect()
-        # per frame size: the decode the compiled network does, or None where it decodes in Python
+        self._sync: tuple[Any, Any] | None = None  # (compiled model, infer request) of detect()
+        # per part of the input a frame fills (`inner_hw`, one for every frame size unless
+        # letterboxed): the decode the compiled network does, or None where it decodes in Python
         self._graph_decodes: dict[tuple[int, int], GraphDecode | None] = {}
 
     @property
@@ -99,7 +101,8 @@ class Detector:
         self.compiled_for(frame_hw)
 
     def compiled_for(self, frame_hw: tuple[int, int]) -> Any:
-        """The compiled model (from the pool) that takes frames of `frame_hw` = (height, width).
+        """The compiled model (from the pool) that takes frames of `frame_hw` = (height, width):
+        one for frames of every size, or with letterbox one per aspect ratio.
 
         The decoder's operations are appended to the network where the device compiles them; where
         it does not (an NPU without dynamic-shape NMS, say), the network gives its raw outputs and
@@ -109,17 +112,17 @@ class Detector:
             return self.pool.compile(
                 self.model_path,
                 self.preprocess,
-                frame_hw,
                 device=self.settings.device,
                 precision=self.settings.precision,
                 performance_hint=self.settings.performance_hint,
                 graph_decode=graph_decode,
             )
 
-        if frame_hw in self._graph_decodes:
-            compiled = compile_with(self._graph_decodes[frame_hw])
+        inner_hw = self.card.resized_hw(frame_hw)
+        if inner_hw in self._graph_decodes:
+            compiled = compile_with(self._graph_decodes[inner_hw])
         else:
-            graph_decode = self.decoder.graph_decode(frame_hw, self.decode_settings)
+            graph_decode = self.decoder.graph_decode(inner_hw, self.decode_settings)
             try:
                 compiled = compile_with(graph_decode)
             except ConfigError as error:
@@ -133,7 +136,7 @@ class Detector:
                     error,
                 )
                 graph_decode = None
-            self._graph_decodes[frame_hw] = graph_decode
+            self._graph_decodes[inner_hw] = graph_decode
         if self._in_flight is None:
             self._in_flight = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) + EXTRA_IN_FLIGHT
         return compiled
@@ -142,8 +145,9 @@ class Detector:
         """Detections for one frame, synchronously."""
         image = check_image(frame.image, f"frame {frame.index}")
         frame_hw = (int(image.shape[1]), int(image.shape[2]))
-        if self._sync is None or self._sync[0] != frame_hw:
-            self._sync = (frame_hw, self.compiled_for(frame_hw).create_infer_request())
+        compiled = self.compiled_for(frame_hw)
+        if self._sync is None or self._sync[0] is not compiled:
+            self._sync = (compiled, compiled.create_infer_request())
         return self._postprocess(infer_one(self._sync[1], image, self.inner_hw(frame_hw)), frame_hw)
 
     def stream(
@@ -152,7 +156,8 @@ class Detector:
         """(frame, Detections) in frame order, with `in_flight` inference requests kept busy; each
         None that `frames` yields (an idle tick of a live source) comes out as None in its place.
 
-        Frames may change size; each new size compiles the model once more (then cached). For a
+        Frames may change size (one compiled model serves all; with letterbox, each new aspect ratio
+        compiles once more, then cached). For a
         live source pass its `frame_waiting`: a result is then delivered as soon as it is ready
         instead of when the next frame arrives (see `infer_stream`)."""
         outputs = infer_stream(
@@ -179,9 +184,9 @@ class Detector:
 
     def _postprocess(self, outputs: tuple[NDArray[np.float32], ...], frame_hw: tuple[int, ...]) -> Detections:
         frame_hw = (int(frame_hw[0]), int(frame_hw[1]))
-        graph_decode = self._graph_decodes.get(frame_hw)
+        graph_decode = self._graph_decodes.get(self.card.resized_hw(frame_hw))
         if graph_decode is not None:
-            detections = graph_decode.detections(outputs)
+            detections = graph_decode.detections(outputs, frame_hw)
         else:
             detections = self.decoder.decode(outputs, frame_hw, self.decode_settings)
         min_box_area, roi = self.settings.min_box_area, self.settings.roi

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # "auto" leaves the precision to OpenVINO: bf16 on CPUs that have it, f32 elsewhere. Measured on this
 # 2-core AVX512-BF16 EPYC with nanodet-plus-m_416 (edgepipe bench detector): bf16 ran ~1.7x faster
 # than f32 and COCO-subset mAP moved by +0.002 (416) / -0.005 (320); exactness tests ask for "f32".
-MAX_COMPILED = 16  # compiled models kept per pool (one per model file, settings and frame size)
+MAX_COMPILED = 16  # compiled models kept per pool (one per model file and settings; letterbox: aspect ratio)
 
 T = TypeVar("T")
 
@@ -179,19 +179,17 @@ class ModelPool:
         self,
         path: Path,
         preprocess: Preprocess,
-        frame_hw: tuple[int, int],
         *,
         device: str,
         precision: Precision,
         performance_hint: PerformanceHint,
         graph_decode: GraphDecode | None = None,
     ) -> Any:
-        """The compiled model for these settings and frames of `frame_hw` pixels, built on first
-        use and then reused. The input is the network's own size (frames are resized into it:
+        """The compiled model for these settings, built on first use and then reused, for frames
+        of any size: the input is the network's own size (frames are resized into it:
         `frame_into`); with `graph_decode` the outputs are the decoded ones (the decoder's
-        operations appended), whose boxes are scaled to frames of `frame_hw`: one compile per
-        frame size. (A dynamic-shape input is avoided: OpenVINO 2026.4's CPU plugin corrupted
-        memory when async requests ran after others.)"""
+        operations appended), in input pixels. (A dynamic-shape input is avoided: OpenVINO
+        2026.4's CPU plugin corrupted memory when async requests ran after others.)"""
         path = Path(path)
         config = _compile_config(device, precision, performance_hint)
         key = (
@@ -201,7 +199,6 @@ class ModelPool:
             performance_hint,
             preprocess,
             graph_decode,
-            frame_hw,
         )
         model = self.read(path)
         with self._lock:
@@ -219,11 +216,9 @@ class ModelPool:
                 raise ConfigError(
                     f"cannot compile {path} for {device} with {config}: {_ov_message(error)}"
                 ) from None
-            log.info(
-                "compiled %s for %s, %dx%d frames, %s", path.name, device, frame_hw[1], frame_hw[0], config
-            )
+            log.info("compiled %s for %s, %s", path.name, device, config)
             self._compiled[key] = compiled
-            if len(self._compiled) > MAX_COMPILED:  # a source of ever-new frame sizes must not grow memory
+            if len(self._compiled) > MAX_COMPILED:  # ever-new aspect ratios (letterbox) must not grow memory
                 self._compiled.popitem(last=False)
             return compiled
 

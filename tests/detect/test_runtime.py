@@ -84,7 +84,7 @@ def test_absent_device_is_a_config_error_listing_the_available_ones(
 ) -> None:
     model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
     with pytest.raises(FieldError) as error:  # a config field: the pipeline file's line is added by build()
-        pool.compile(model, FLOAT_PRE, (32, 32), device=device, precision="f32", performance_hint="latency")
+        pool.compile(model, FLOAT_PRE, device=device, precision="f32", performance_hint="latency")
     wanted = device.split(":")[-1].split(",")[0]
     assert error.value.field == ("device",)
     assert error.value.message == (
@@ -92,26 +92,30 @@ def test_absent_device_is_a_config_error_listing_the_available_ones(
     )
 
 
-def test_pool_compiles_once_per_settings_and_frame_size(pool: ModelPool, tmp_path: Path) -> None:
+def test_pool_compiles_once_per_settings_for_frames_of_every_size_normalising_bgr_in_the_model(
+    pool: ModelPool, tmp_path: Path
+) -> None:
     model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
-    first = pool.compile(
-        model, FLOAT_PRE, (32, 32), device="CPU", precision="f32", performance_hint="latency"
-    )
-    again = pool.compile(
-        model, FLOAT_PRE, (32, 32), device="CPU", precision="f32", performance_hint="latency"
-    )
-    hint = pool.compile(
-        model, FLOAT_PRE, (32, 32), device="CPU", precision="f32", performance_hint="throughput"
-    )
-    size = pool.compile(model, FLOAT_PRE, (48, 64), device="CPU", precision="f32", performance_hint="latency")
+    first = pool.compile(model, FLOAT_PRE, device="CPU", precision="f32", performance_hint="latency")
+    again = pool.compile(model, FLOAT_PRE, device="CPU", precision="f32", performance_hint="latency")
+    hint = pool.compile(model, FLOAT_PRE, device="CPU", precision="f32", performance_hint="throughput")
     assert first is again
-    assert hint is not first and size is not first
-    assert list(size.inputs[0].get_shape()) == [
+    assert hint is not first
+    assert list(first.inputs[0].get_shape()) == [
         1,
         32,
         32,
         3,
     ]  # the network's size: frames are resized into it
+    request = first.create_infer_request()
+    for height, width in [(32, 32), (480, 640), (7, 1000)]:  # one compiled model takes them all
+        image = np.full(
+            (height, width, 3), (11, 22, 33), np.uint8
+        )  # B, G, R: a flat colour survives any resize
+        # the network sees channel c as (x - mean_c) / std_c in BGR order
+        np.testing.assert_allclose(
+            infer_one(request, check_image(image, "test"))[0], [[5.0, 10.0, 15.0]], atol=1e-4
+        )
 
 
 def test_shapes_report_the_network_before_preprocessing(pool: ModelPool, tmp_path: Path) -> None:
@@ -122,25 +126,11 @@ def test_shapes_report_the_network_before_preprocessing(pool: ModelPool, tmp_pat
     assert shapes.rt_info == {}
 
 
-def test_preprocessing_normalises_bgr_in_model_for_any_frame_size(pool: ModelPool, tmp_path: Path) -> None:
-    model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
-    for height, width in [(32, 32), (480, 640), (7, 1000)]:
-        compiled = pool.compile(
-            model, FLOAT_PRE, (height, width), device="CPU", precision="f32", performance_hint="latency"
-        )
-        image = np.empty((height, width, 3), np.uint8)
-        image[...] = (11, 22, 33)  # B, G, R: a flat colour survives any resize
-        out = infer_one(compiled.create_infer_request(), check_image(image, "test"))[0]
-        # the network sees channel c as (x - mean_c) / std_c in BGR order
-        np.testing.assert_allclose(out, [[5.0, 10.0, 15.0]], atol=1e-4)
-
-
 def test_rgb_preprocessing_reverses_the_channels(pool: ModelPool, tmp_path: Path) -> None:
     rgb = Preprocess(layout="NCHW", normalize=True, rgb=True)
     compiled = pool.compile(
         tiny_onnx(tmp_path / "t.onnx", (1, 3)),
         rgb,
-        (20, 30),
         device="CPU",
         precision="f32",
         performance_hint="latency",
@@ -165,7 +155,7 @@ class Scaled:
         model.add_results([ops.result(scaled), ops.result(ops.reduce_sum(scaled, ops.constant([2]), False))])
         return model
 
-    def detections(self, outputs: Any) -> Any:
+    def detections(self, outputs: Any, frame_hw: tuple[int, int]) -> Any:
         raise AssertionError("the runtime never decodes: the detector does")
 
 
@@ -179,7 +169,6 @@ def test_a_graph_decode_replaces_the_outputs_and_is_part_of_the_cache_key(
         return pool.compile(
             model,
             pre,
-            (40, 50),
             device="CPU",
             precision="f32",
             performance_hint="latency",
@@ -238,7 +227,7 @@ def test_stream_yields_in_input_order_and_reraises_on_the_callers_thread(
         def make(frame_hw: tuple[int, int]) -> list[Any]:
             plain = Preprocess(layout="NCHW", normalize=True)
             compiled = pool.compile(
-                model, plain, frame_hw, device="CPU", precision="f32", performance_hint="throughput"
+                model, plain, device="CPU", precision="f32", performance_hint="throughput"
             )
             return [compiled.create_infer_request() for _ in range(in_flight)]
 
@@ -275,9 +264,7 @@ def test_stream_delivers_each_result_before_waiting_for_a_live_frame(pool: Model
     next frame is taken (without frame_waiting, up to four frames could be taken first)."""
     model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
     plain = Preprocess(layout="NCHW", normalize=True)
-    compiled = pool.compile(
-        model, plain, (8, 8), device="CPU", precision="f32", performance_hint="throughput"
-    )
+    compiled = pool.compile(model, plain, device="CPU", precision="f32", performance_hint="throughput")
     log: list[str] = []
 
     def frames() -> Iterator[int]:
@@ -302,9 +289,7 @@ def test_an_idle_tick_finishes_the_requests_in_flight_and_passes_through(
     every frame before it: the loop can feed the watchdog without holding results back."""
     model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
     plain = Preprocess(layout="NCHW", normalize=True)
-    compiled = pool.compile(
-        model, plain, (8, 8), device="CPU", precision="f32", performance_hint="throughput"
-    )
+    compiled = pool.compile(model, plain, device="CPU", precision="f32", performance_hint="throughput")
     requests = [compiled.create_infer_request() for _ in range(4)]
 
     def image_of(value: int) -> np.ndarray:
@@ -331,7 +316,7 @@ def test_letterbox_keeps_the_aspect_ratio_and_pads_with_black(pool: ModelPool, t
     model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
     image = check_image(np.full((16, 32, 3), (10, 20, 30), np.uint8), "test")
     pre = Preprocess(layout="NCHW", normalize=True)
-    compiled = pool.compile(model, pre, (16, 32), device="CPU", precision="f32", performance_hint="latency")
+    compiled = pool.compile(model, pre, device="CPU", precision="f32", performance_hint="latency")
     request = compiled.create_infer_request()
     means = {inner_hw: infer_one(request, image, inner_hw)[0].copy() for inner_hw in (None, (16, 32))}
     np.testing.assert_allclose(means[None], [[10.0, 20.0, 30.0]], atol=1e-4)

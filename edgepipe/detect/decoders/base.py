@@ -32,15 +32,17 @@ class GraphDecode(Protocol):
     def append_to(self, model: Any) -> Any:
         """The ov.Model with its outputs replaced by the decoded ones (changes `model`)."""
 
-    def detections(self, outputs: Sequence[NDArray[Any]]) -> Detections:
-        """The outputs `append_to` made, of one frame → Detections (copies: outputs are views)."""
+    def detections(self, outputs: Sequence[NDArray[Any]], frame_hw: tuple[int, int]) -> Detections:
+        """The outputs `append_to` made, of one frame of (height, width) `frame_hw` → Detections in
+        frame pixels (copies: outputs are views)."""
 
 
 class Decoder(Protocol):
     """Turns a model's raw outputs for one frame into Detections in frame pixels."""
 
-    def graph_decode(self, frame_hw: tuple[int, int], settings: DecodeSettings) -> GraphDecode | None:
-        """The same decode as OpenVINO operations for frames of `frame_hw`, or None if this family
+    def graph_decode(self, inner_hw: tuple[int, int], settings: DecodeSettings) -> GraphDecode | None:
+        """The same decode as OpenVINO operations for frames that fill (height, width) `inner_hw` of
+        the input (all of it unless letterboxed; any frame size maps to it), or None if this family
         decodes in Python only."""
 
     def check_outputs(self, output_shapes: Sequence[Sequence[int]], origin: str) -> None:

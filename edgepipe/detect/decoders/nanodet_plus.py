@@ -56,7 +56,7 @@ class NanoDetPlusDecoder:
         bins = np.arange(self.reg_max + 1, dtype=np.float32)
         self._moments = np.stack([bins, np.ones_like(bins)], axis=1)  # (reg_max+1, 2): expectation, sum
 
-    def graph_decode(self, frame_hw: tuple[int, int], settings: DecodeSettings) -> NanoDetPlusGraphDecode:
+    def graph_decode(self, inner_hw: tuple[int, int], settings: DecodeSettings) -> NanoDetPlusGraphDecode:
         """This decode as OpenVINO operations after the network (nanodet_plus_graph.py), which the
         runtime uses wherever the device compiles them."""
         from edgepipe.detect.decoders.nanodet_plus_graph import NanoDetPlusGraphDecode  # it uses our priors
@@ -68,8 +68,7 @@ class NanoDetPlusDecoder:
             strides=self.strides,
             num_classes=self.num_classes,
             reg_max=self.reg_max,
-            frame_hw=frame_hw,
-            inner_hw=self.card.resized_hw(frame_hw),
+            inner_hw=inner_hw,
             score_threshold=float(settings.score_threshold),
             nms_iou=float(settings.nms_iou),
             max_detections=int(settings.max_detections),

@@ -3,10 +3,10 @@
 The same meaning as `NanoDetPlusDecoder.decode` (nanodet_plus.py), its Python twin, which decodes
 outputs that come from elsewhere (PyTorch while training, the export checks) and is the reference
 this is held to (tests/detect/decoders run every decode test on both): the GFL integral over the
-bins, boxes from the grid points, clamped to the part of the input the frame fills and scaled to the
-frame, the best class of each anchor (every class with `multi_label`), the class filter, class-aware
+bins, boxes from the grid points, clamped to the part of the input the frame fills, the best class of each anchor (every class with `multi_label`), the class filter, class-aware
 NMS (OpenVINO's NonMaxSuppression-9) and the best `max_detections`. Python then only gathers the
-few kept rows.
+few kept rows and scales them to the frame: NMS's IoU does not change when the axes are scaled, so
+one compiled model serves frames of every size (of every aspect ratio unless letterboxed).
 
 Why: on the loop thread the Python decode of a 320 frame took 0.6 ms (vtest, boxes down to the
 tracker's 0.1), twice its time alone, because the inference threads share the cores; here Python's
@@ -37,13 +37,12 @@ _NOT_A_CANDIDATE = -1.0
 
 @dataclass(frozen=True, slots=True)
 class NanoDetPlusGraphDecode:
-    """The decode of one model for frames of `frame_hw` with one detector's settings."""
+    """The decode of one model, for frames that fill `inner_hw` of its input, with one detector's settings."""
 
     input_size: int
     strides: tuple[int, ...]
     num_classes: int
     reg_max: int
-    frame_hw: tuple[int, int]  # (height, width) of the frames
     inner_hw: tuple[int, int]  # the part of the input the frame fills (all of it unless letterboxed)
     score_threshold: float
     nms_iou: float
@@ -52,7 +51,7 @@ class NanoDetPlusGraphDecode:
     multi_label: bool
 
     def append_to(self, model: Any) -> Any:
-        """Replace the raw output [1, N, C + 4·(reg_max+1)] by: boxes [1, N, 4] (xyxy, frame pixels),
+        """Replace the raw output [1, N, C + 4·(reg_max+1)] by: boxes [1, N, 4] (xyxy, input pixels),
         NMS's selected (batch, class, anchor) [M, 3] and their scores [M, 3], and M [1]; the
         selection sorted best first, `class` indexing `class_ids`."""
         import openvino.opset13 as ops
@@ -90,9 +89,7 @@ class NanoDetPlusGraphDecode:
         xyxy = ops.minimum(
             ops.maximum(xyxy, const(0.0)), const([[[inner_w], [inner_h], [inner_w], [inner_h]]])
         )
-        height, width = self.frame_hw
-        scale = [[[width / inner_w], [height / inner_h], [width / inner_w], [height / inner_h]]]
-        boxes = ops.transpose(ops.multiply(xyxy, const(scale)), const([0, 2, 1], np.int64))  # [1, N, 4]
+        boxes = ops.transpose(xyxy, const([0, 2, 1], np.int64))  # [1, N, 4]
 
         all_scores = axis_range(channels, 1, 0, classes)  # [1, C, N] sigmoid scores
         scores = all_scores
@@ -120,12 +117,14 @@ class NanoDetPlusGraphDecode:
             model.add_results([result])
         return model
 
-    def detections(self, outputs: Sequence[NDArray[Any]]) -> Detections:
+    def detections(self, outputs: Sequence[NDArray[Any]], frame_hw: tuple[int, int]) -> Detections:
         boxes, selected, selected_scores, count = outputs
         kept = min(int(count[0]), self.max_detections)  # a device may pad the selection: M counts
         rows = selected[:kept]
+        (height, width), (inner_h, inner_w) = frame_hw, self.inner_hw
+        scale = np.array([width / inner_w, height / inner_h] * 2, np.float32)
         return Detections(
-            boxes[0, rows[:, 2]].astype(np.float32),  # fancy indexing and astype copy out of the request
+            boxes[0, rows[:, 2]] * scale,  # fancy indexing copies out of the request
             selected_scores[:kept, 2].astype(np.float32),
             np.asarray(self.class_ids, np.int32)[rows[:, 1]],
         )

@@ -37,12 +37,13 @@ def graph_decoded(
     import openvino.opset13 as ops
 
     network = ops.parameter([1, *raw.shape], np.float32)
-    graph_decode = decoder.graph_decode(frame_hw, settings)
+    graph_decode = decoder.graph_decode(decoder.card.resized_hw(frame_hw), settings)
     model = graph_decode.append_to(ov.Model([ops.result(network)], [network]))
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
     request.infer({0: raw[None]})
-    return graph_decode.detections([request.get_output_tensor(i).data for i in range(len(compiled.outputs))])
+    outputs = [request.get_output_tensor(i).data for i in range(len(compiled.outputs))]
+    return graph_decode.detections(outputs, frame_hw)
 
 
 Decode = Callable[..., Detections]
