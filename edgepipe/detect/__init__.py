@@ -157,9 +157,9 @@ class Detector:
         None that `frames` yields (an idle tick of a live source) comes out as None in its place.
 
         Frames may change size (one compiled model serves all; with letterbox, each new aspect ratio
-        compiles once more, then cached). For a
-        live source pass its `frame_waiting`: a result is then delivered as soon as it is ready
-        instead of when the next frame arrives (see `infer_stream`)."""
+        compiles once more, then cached). For a live source pass its `frame_waiting`: a result is
+        then delivered as soon as it is ready instead of when the next frame arrives (see
+        `infer_stream`)."""
         outputs = infer_stream(
             self._requests_for,
             frames,

@@ -3,10 +3,11 @@
 The same meaning as `NanoDetPlusDecoder.decode` (nanodet_plus.py), its Python twin, which decodes
 outputs that come from elsewhere (PyTorch while training, the export checks) and is the reference
 this is held to (tests/detect/decoders run every decode test on both): the GFL integral over the
-bins, boxes from the grid points, clamped to the part of the input the frame fills, the best class of each anchor (every class with `multi_label`), the class filter, class-aware
-NMS (OpenVINO's NonMaxSuppression-9) and the best `max_detections`. Python then only gathers the
-few kept rows and scales them to the frame: NMS's IoU does not change when the axes are scaled, so
-one compiled model serves frames of every size (of every aspect ratio unless letterboxed).
+bins, boxes from the grid points, clamped to the part of the input the frame fills, the best class
+of each anchor (every class with `multi_label`), the class filter, class-aware NMS (OpenVINO's
+NonMaxSuppression-9) and the best `max_detections`. Python then only gathers the few kept rows and
+scales them to the frame: NMS's IoU does not change when the axes are scaled, so one compiled model
+serves frames of every size (of every aspect ratio unless letterboxed).
 
 Why: on the loop thread the Python decode of a 320 frame took 0.6 ms (vtest, boxes down to the
 tracker's 0.1), twice its time alone, because the inference threads share the cores; here Python's
