@@ -110,13 +110,18 @@ class Rule(Protocol):
 
 
 class _TrackRule:
-    """What every rule shares: its name and pipeline for events, the labels, which point of a box
-    it tests, the hysteresis band, the classes it watches and its counters per label."""
+    """What every rule shares: its name and pipeline for events, the labels, its shape's points as
+    given (pixels, or fractions of the frame until placed), which point of a box it tests, the
+    hysteresis band, the classes it watches and its counters per label."""
+
+    _points_field: str  # the config field of the shape's points, for errors
 
     def __init__(
         self,
         name: str,
+        given: NDArray[np.float64],
         *,
+        units: Units,
         pipeline: str,
         labels: Sequence[str],
         reference_point: ReferencePoint,
@@ -135,6 +140,27 @@ class _TrackRule:
         self._count_keys = tuple(count_keys)
         self._total: Tally = dict.fromkeys(count_keys, 0)
         self._by_label: dict[str, Tally] = {}
+        self.units: Units = units
+        self._given = given
+        self.frame_hw: tuple[int, int] | None = None
+        # pixel rules work at once (place() only checks them against a frame); relative ones need place()
+        self._set_shape(given if units == "px" else np.full_like(given, np.nan))
+
+    def _set_shape(self, points: NDArray[np.float64]) -> None:
+        raise NotImplementedError
+
+    def place(self, frame_hw: tuple[int, int]) -> None:
+        """Fit the rule to frames of (height, width) `frame_hw`: relative points become pixels; a
+        point outside the frame is a ConfigError that names the frame size."""
+        self._set_shape(_placed(self._points_field, self._given, self.units, frame_hw))
+        self.frame_hw = frame_hw
+
+    def _lineage(self, tracks: Tracks, lineage: Lineage | None) -> Lineage:
+        """The lineage of this frame's ended tracks (without a TrackLinker's, every ended track is
+        released at once), once the rule is known to be placed."""
+        if self.frame_hw is None and self.units == "relative":
+            raise RuntimeError(f"rule {self.name!r} is in relative units: place() it on the frame size first")
+        return lineage if lineage is not None else Lineage.unlinked(tracks.ended)
 
     def _count(self, key: str, label: str, step: int = 1) -> None:
         self._total[key] += step
@@ -238,6 +264,8 @@ class LineCrossing(_TrackRule):
     side is counted at the link, stamped with the new track's last sighting.
     """
 
+    _points_field = "points"
+
     def __init__(
         self,
         name: str,
@@ -259,8 +287,12 @@ class LineCrossing(_TrackRule):
             raise ConfigError(f"rule {name!r}: start and end are the same point; draw a line of some length")
         if in_side not in ("left", "right"):
             raise ConfigError(f"rule {name!r}: in_side must be 'left' or 'right', not {in_side!r}")
+        self.in_sign = 1 if in_side == "right" else -1
+        self._state: dict[int, _LineState] = {}
         super().__init__(
             name,
+            given,
+            units=units,
             pipeline=pipeline,
             labels=labels,
             reference_point=reference_point,
@@ -268,34 +300,19 @@ class LineCrossing(_TrackRule):
             class_ids=class_ids,
             count_keys=("in", "out"),
         )
-        self.in_sign = 1 if in_side == "right" else -1
-        self.units: Units = units
-        self._given = given
-        self.frame_hw: tuple[int, int] | None = None
-        self._state: dict[int, _LineState] = {}
-        # pixel rules work at once (place() only checks them against a frame); relative ones need place()
-        self._set_segment(given if units == "px" else np.full((2, 2), np.nan))
 
-    def _set_segment(self, points: NDArray[np.float64]) -> None:
+    def _set_shape(self, points: NDArray[np.float64]) -> None:
         self.start, self.end = points[0].copy(), points[1].copy()
         self._segment = Segment(self.start, self.end)
         direction = self.end - self.start
         # signed distance changes by normal · displacement (the gradient of Segment.position's distance)
         self._normal = np.array([-direction[1], direction[0]]) / float(np.hypot(*direction))
 
-    def place(self, frame_hw: tuple[int, int]) -> None:
-        """Fit the line to frames of (height, width) `frame_hw`: relative points become pixels; a
-        point outside the frame is a ConfigError that names the frame size."""
-        self._set_segment(_placed("points", self._given, self.units, frame_hw))
-        self.frame_hw = frame_hw
-
     def update(self, tracks: Tracks, frame: Frame, lineage: Lineage | None = None) -> list[Event]:
         """Events for this frame; call once per frame, also with no tracks (ended ids drop state).
 
         Without a `lineage` (from a TrackLinker), every ended track is released at once."""
-        if self.frame_hw is None and self.units == "relative":
-            raise RuntimeError(f"rule {self.name!r} is in relative units: place() it on the frame size first")
-        lineage = lineage if lineage is not None else Lineage.unlinked(tracks.ended)
+        lineage = self._lineage(tracks, lineage)
         events = self._carry_over(lineage)
         for track_id, seen in _sightings(tracks, frame, self.class_ids):
             d, t = self._segment.position(*reference_point(seen.bbox, self.reference_point))
@@ -406,6 +423,8 @@ class Zone(_TrackRule):
     `loiter_s` seconds.
     """
 
+    _points_field = "polygon"
+
     def __init__(
         self,
         name: str,
@@ -424,8 +443,12 @@ class Zone(_TrackRule):
             raise ConfigError(f"rule {name!r}: polygon needs at least 3 [x, y] points")
         if loiter_s is not None and loiter_s <= 0:
             raise ConfigError(f"rule {name!r}: loiter_s must be > 0, not {loiter_s}")
+        self.loiter_s = loiter_s
+        self._inside: dict[int, _Inside] = {}
         super().__init__(
             name,
+            given,
+            units=units,
             pipeline=pipeline,
             labels=labels,
             reference_point=reference_point,
@@ -433,15 +456,8 @@ class Zone(_TrackRule):
             class_ids=class_ids,
             count_keys=("enter", "exit") if loiter_s is None else ("enter", "exit", "loiter"),
         )
-        self.loiter_s = loiter_s
-        self.units: Units = units
-        self._given = given
-        self.frame_hw: tuple[int, int] | None = None
-        # pixel zones work at once (place() only checks them against a frame); relative ones need place()
-        self._set_polygon(given if units == "px" else np.full_like(given, np.nan))
-        self._inside: dict[int, _Inside] = {}
 
-    def _set_polygon(self, points: NDArray[np.float64]) -> None:
+    def _set_shape(self, points: NDArray[np.float64]) -> None:
         self._shape = Polygon(points)  # keeps its own copy of the vertices
 
     @property
@@ -449,19 +465,11 @@ class Zone(_TrackRule):
         """The vertices in frame pixels (NaN until a relative zone is placed)."""
         return self._shape.vertices
 
-    def place(self, frame_hw: tuple[int, int]) -> None:
-        """Fit the zone to frames of (height, width) `frame_hw`: relative points become pixels; a
-        point outside the frame is a ConfigError that names the frame size."""
-        self._set_polygon(_placed("polygon", self._given, self.units, frame_hw))
-        self.frame_hw = frame_hw
-
     def update(self, tracks: Tracks, frame: Frame, lineage: Lineage | None = None) -> list[Event]:
         """Events for this frame; call once per frame, also with no tracks (released ids exit here).
 
         Without a `lineage` (from a TrackLinker), every ended track is released at once."""
-        if self.frame_hw is None and self.units == "relative":
-            raise RuntimeError(f"rule {self.name!r} is in relative units: place() it on the frame size first")
-        lineage = lineage if lineage is not None else Lineage.unlinked(tracks.ended)
+        lineage = self._lineage(tracks, lineage)
         now = _clock(frame)
         events = self._carry_over(lineage)
         for track_id, seen in _sightings(tracks, frame, self.class_ids):
