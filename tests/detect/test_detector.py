@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from numpy.typing import NDArray
@@ -246,13 +247,24 @@ def test_letterbox_from_the_card_finds_the_same_boxes_on_a_padded_frame(
                tmp_path / "nanodet-plus-m_320_fp16.json")  # fmt: skip
     assert load_manifest()  # the manifest still loads beside a hand-written card
     stretched = make_detector(shared_models / "nanodet-plus-m_320_fp16.xml", threshold=0.35)
-    letterboxed = make_detector(tmp_path / "nanodet-plus-m_320_fp16.xml", threshold=0.35)
+    pool = ModelPool()
+    letterboxed = make_detector(tmp_path / "nanodet-plus-m_320_fp16.xml", pool, threshold=0.35)
     assert letterboxed.card.letterbox
     image = frame(sample_images["bus.jpg"])
     a, b = stretched.detect(image), letterboxed.detect(image)
     people_a, people_b = a.xyxy[a.class_id == 0], b.xyxy[b.class_id == 0]
     assert len(people_a) == 3 and len(people_b) >= 2
     assert box_iou(people_b, people_a).max(axis=1).min() > 0.75
+    # Half the size, the same aspect ratio: the frame fills the same part of the input, so the same
+    # compiled model, and the same boxes at half the scale. Another aspect ratio compiles once more.
+    half = cv2.resize(sample_images["bus.jpg"], None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    assert letterboxed.card.resized_hw(half.shape[:2]) == letterboxed.card.resized_hw(image.image.shape[:2])
+    c = letterboxed.detect(frame(half))
+    assert len(pool._compiled) == 1
+    people_c = c.xyxy[c.class_id == 0]
+    assert len(people_c) == len(people_b) and box_iou(people_c * 2, people_b).max(axis=1).min() > 0.85
+    letterboxed.detect(frame(np.ascontiguousarray(sample_images["bus.jpg"][:540])))  # 810x540: wider
+    assert len(pool._compiled) == 2
 
 
 def raw_decoded(detector: Detector, image: NDArray[np.uint8]) -> Detections:
