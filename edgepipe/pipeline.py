@@ -27,6 +27,7 @@ from edgepipe.counts import LastingCounts, counts_path_of, lasting_counts
 from edgepipe.detect import Detector, ModelPool
 from edgepipe.draw import Scene, rule_shapes
 from edgepipe.errors import FieldError, OutputError
+from edgepipe.labels import class_ids
 from edgepipe.linking import TrackLinker
 from edgepipe.metrics import Metrics, PrometheusPipeline, log_line
 from edgepipe.publish import FanoutPublisher, Publisher
@@ -392,14 +393,7 @@ def build(
 
 
 def _class_ids(names: Sequence[str] | None, labels: Sequence[str]) -> set[int] | None:
-    if names is None:
-        return None
-    unknown = [n for n in names if n not in labels]
-    if unknown:
-        raise FieldError(
-            ("classes",), f"unknown class {', '.join(unknown)}; the model knows {', '.join(labels)}"
-        )
-    return {labels.index(n) for n in names}
+    return None if names is None else set(class_ids(names, labels))
 
 
 T = TypeVar("T")

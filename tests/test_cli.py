@@ -112,7 +112,7 @@ def test_check_finds_what_only_the_model_and_the_machine_know_at_its_line(tmp_pa
         "class": (head + f"detector:\n  model: {model}\n  classes: [persn]\n", ":5: detector.classes: unknown class name(s) persn; valid names: person, bicycle"),
         "device": (head + f"detector:\n  model: {model}\n  device: GPU.3\n", ":5: detector.device: device 'GPU.3' is not available on this machine"),
         "rule class": (head + f"detector: {{model: {model}}}\nrules:\n  - type: line\n    name: d\n    points: [[0, 0], [9, 9]]\n    classes: [unicorn]\n",
-                       ":8: rules[0].classes: unknown class unicorn; the model knows person"),
+                       ":8: rules[0].classes: unknown class name(s) unicorn; valid names: person"),
         "password": (head + f"detector: {{model: {model}}}\noutputs:\n  mqtt:\n    host: localhost\n    username: u\n    password_env: EDGEPIPE_NOT_SET_HERE\n",
                      ":8: outputs.mqtt.password_env: the environment variable EDGEPIPE_NOT_SET_HERE is not set"),
         "events folder": (head + f"detector: {{model: {model}}}\noutputs:\n  jsonl: {{path: {tmp_path}}}\n",

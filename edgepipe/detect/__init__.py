@@ -16,7 +16,8 @@ from numpy.typing import NDArray
 from edgepipe.config import DetectorConfig
 from edgepipe.detect.decoders import Decoder, DecodeSettings, GraphDecode, decoder_for
 from edgepipe.detect.runtime import ModelPool, Preprocess, check_image, infer_one, infer_stream
-from edgepipe.errors import ConfigError, FieldError
+from edgepipe.errors import ConfigError
+from edgepipe.labels import class_ids
 from edgepipe.modelcard import ModelCard
 from edgepipe.types import Detections, Frame
 
@@ -202,10 +203,6 @@ class Detector:
 
 
 def _class_mask(classes: Iterable[str], labels: tuple[str, ...]) -> NDArray[np.bool_]:
-    wanted = list(classes)
-    unknown = [c for c in wanted if c not in labels]
-    if unknown:
-        raise FieldError(
-            ("classes",), f"unknown class name(s) {', '.join(unknown)}; valid names: {', '.join(labels)}"
-        )
-    return np.isin(np.asarray(labels), wanted)
+    mask = np.zeros(len(labels), np.bool_)
+    mask[class_ids(classes, labels)] = True
+    return mask

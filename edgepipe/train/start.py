@@ -20,6 +20,7 @@ from torch import Tensor
 
 from edgepipe.errors import ConfigError, ModelError
 from edgepipe.export.arch import ARCHS, COCO_LABELS
+from edgepipe.labels import label_index
 from edgepipe.models import load_manifest, sha256_of
 from edgepipe.train.model import INIT_STD, TrainingModel, class_bias
 
@@ -97,11 +98,9 @@ def build_model(
         )
         state.update({k: v for k, v in target.items() if k.startswith("aux_head.")})
     source_labels = start.labels
-    new = tuple(label for label in labels if source_labels is None or label not in source_labels)
-    rows = [
-        None if source_labels is None or label not in source_labels else source_labels.index(label)
-        for label in labels
-    ]
+    # a class the start weights know (either COCO spelling) keeps its trained rows; the others start new
+    rows = [None if source_labels is None else label_index(label, source_labels) for label in labels]
+    new = tuple(label for label, row in zip(labels, rows, strict=True) if row is None)
     for key in [k for k in state if _is_class_output(k)]:
         state[key] = _remap_rows(key, state[key], target[key], rows, len(labels), generator)
     _check_fits(state, target, start.origin)

@@ -63,6 +63,17 @@ def test_new_class_list_keeps_known_rows_and_box_outputs(official: start.StartWe
     assert torch.equal(model.backbone.conv1[0].weight, official.state["backbone.conv1.0.weight"])
 
 
+def test_a_class_in_the_other_coco_spelling_keeps_its_trained_rows(official: start.StartWeights) -> None:
+    """Labels spelt as Darknet's coco.names (the fetched IRs' cards) find NanoDet's COCO-spelt classes."""
+    model, new = start.build_model(official, ARCH, ("motorbike", "tvmonitor"), seed=0)
+    assert new == ()
+    for level in range(4):
+        weight = official.state[f"head.gfl_cls.{level}.weight"]
+        conv = model.head.gfl_cls[level]
+        assert torch.equal(conv.weight[0], weight[COCO_LABELS.index("motorcycle")])
+        assert torch.equal(conv.weight[1], weight[COCO_LABELS.index("tv")])
+
+
 def test_a_new_agm_starts_from_the_trained_pan(official: start.StartWeights) -> None:
     model, _ = start.build_model(official, ARCH, ("person",), seed=0)
     fpn, aux_fpn = model.fpn.state_dict(), model.aux_fpn.state_dict()
