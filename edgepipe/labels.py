@@ -36,6 +36,13 @@ def label_index(name: str, labels: Sequence[str]) -> int | None:
     return None
 
 
+def spelt_as_in(name: str, labels: Sequence[str]) -> str:
+    """`name` as `labels` spell it (e.g. `motorcycle` → `motorbike` in a coco.names model); a name
+    the labels lack is returned as it is."""
+    index = label_index(name, labels)
+    return name if index is None else labels[index]
+
+
 def class_ids(names: Iterable[str], labels: Sequence[str]) -> list[int]:
     """The indices of `names` in a model's `labels`, in the order given; a FieldError on `classes`
     that names every unknown one and the model's own names."""

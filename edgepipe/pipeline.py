@@ -340,7 +340,8 @@ def prepare(
     if mqtt is not None:
         discovery: tuple[list[tuple[str, bytes]], list[str]] = ([], [])
         if mqtt.home_assistant_discovery:
-            discovery = home_assistant_discovery(cfg, rules.counts())  # configs, and what to clear
+            # configs, and what to clear
+            discovery = home_assistant_discovery(cfg, rules.counts(), detector.labels)
         mqtt_ready = located(cfg, ("outputs", "mqtt"), lambda: mqtt_settings(cfg.name, mqtt, *discovery))
     counts_path = located(cfg, ("counts",), lambda: counts_path_of(cfg, mqtt_ready))
     jsonl: list[str] = []

@@ -8,7 +8,7 @@ import pytest
 
 from edgepipe.errors import FieldError
 from edgepipe.export.arch import COCO_LABELS
-from edgepipe.labels import COCO_SPELLINGS, class_ids, label_index
+from edgepipe.labels import COCO_SPELLINGS, class_ids, label_index, spelt_as_in
 from edgepipe.modelcard import DEFAULT_LABELS_FILE
 from tests.fixtures.model import make_detector
 
@@ -30,6 +30,15 @@ def test_a_name_is_found_in_either_coco_spelling(
     name: str, labels: tuple[str, ...], index: int | None
 ) -> None:
     assert label_index(name, labels) == index
+
+
+def test_a_name_is_spelt_as_the_model_spells_it() -> None:
+    assert [spelt_as_in(n, DARKNET) for n in ("motorcycle", "airplane", "person", "unicorn")] == [
+        "motorbike",
+        "aeroplane",
+        "person",
+        "unicorn",
+    ]
 
 
 def test_the_spellings_are_the_ones_that_differ_between_the_two_coco_lists(shared_models: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from edgepipe import __version__
 from edgepipe.config import LineRuleConfig, PipelineConfig
+from edgepipe.labels import spelt_as_in
 from edgepipe.publish.topics import CAMERA_UP, ONLINE, Topics
 from edgepipe.types import Counts, totals
 
@@ -192,11 +193,12 @@ def discovery_messages(
 
 
 def home_assistant_discovery(
-    cfg: PipelineConfig, counts: Counts
+    cfg: PipelineConfig, counts: Counts, labels: Sequence[str]
 ) -> tuple[list[tuple[str, bytes]], list[str]]:
     """The discovery configs of `cfg`'s device (`outputs.mqtt` must be set): its rules' totals
     (the keys of `counts`, from `Rules.counts()`) and the event types the pipeline publishes; and the
-    topic filters under which retained configs that are not among them are cleared."""
+    topic filters under which retained configs that are not among them are cleared. A rule's classes
+    are named as the model's `labels` spell them, as its per-label counts are published."""
     mqtt = cfg.outputs.mqtt
     if mqtt is None:
         raise ValueError(f"pipeline {cfg.name} has no MQTT output to announce")
@@ -205,7 +207,8 @@ def home_assistant_discovery(
     for rule in cfg.rules:
         classes = rule.classes or cfg.detector.classes
         keys = tuple(totals(counts[rule.name]))
-        entities.append(RuleEntities(rule.name, keys, None if classes is None else tuple(classes)))
+        spelt = None if classes is None else tuple(spelt_as_in(name, labels) for name in classes)
+        entities.append(RuleEntities(rule.name, keys, spelt))
         if isinstance(rule, LineRuleConfig):
             kinds = ["line_cross"]
         else:

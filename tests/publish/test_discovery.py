@@ -44,7 +44,7 @@ def door_config(*, reset: str = "never", prefix: str = "homeassistant") -> Pipel
 
 def door_discovery(**kwargs: Any) -> list[tuple[str, bytes]]:
     cfg = door_config(**kwargs)
-    return home_assistant_discovery(cfg, build_rules(cfg, ["person"]).counts())[0]
+    return home_assistant_discovery(cfg, build_rules(cfg, ["person"]).counts(), ["person"])[0]
 
 
 def configs(messages: list[tuple[str, bytes]]) -> dict[str, dict[str, Any]]:
@@ -107,6 +107,21 @@ def test_door_gets_one_device_with_a_sensor_per_total_a_camera_an_event_entity_a
     )
 
 
+def test_per_label_sensors_are_spelt_as_the_model_publishes_its_counts() -> None:
+    """`classes: [person, motorcycle]` on a model spelt as coco.names (`motorbike`): the per-label
+    counts are published under the model's label, so the sensor must read that topic."""
+    cfg = door_config()
+    data = cfg.model_dump(mode="python")
+    data["rules"][0]["classes"] = ["person", "motorcycle"]
+    cfg = PipelineConfig.model_validate(data)
+    labels = ["person", "bicycle", "car", "motorbike"]
+    messages = configs(home_assistant_discovery(cfg, build_rules(cfg, labels).counts(), labels)[0])
+    rule = cfg.rules[0].name
+    topics = {c["state_topic"] for t, c in messages.items() if t.startswith("homeassistant/sensor/")}
+    assert f"edgepipe/door/counts/{rule}/by_label/motorbike/in" in topics
+    assert not any("motorcycle" in topic for topic in topics)
+
+
 def test_a_reset_schedule_adds_its_event_type_and_the_prefix_is_configurable() -> None:
     messages = door_discovery(reset="daily", prefix="ha-test")
     assert all(topic.startswith("ha-test/") for topic, _ in messages)
@@ -140,7 +155,7 @@ def test_a_rule_with_several_classes_gets_sensors_per_label_too() -> None:
 
 def test_a_pipeline_clears_under_its_own_scope_and_the_topics_of_edgepipe_0_2() -> None:
     cfg = door_config()
-    _, cleanup = home_assistant_discovery(cfg, build_rules(cfg, ["person"]).counts())
+    _, cleanup = home_assistant_discovery(cfg, build_rules(cfg, ["person"]).counts(), ["person"])
     assert cleanup[0] == "homeassistant/+/edgepipe_door/+/config"
     assert cleanup[1:3] == [
         "homeassistant/sensor/edgepipe_door_entry_in/config",
@@ -345,7 +360,7 @@ def test_home_assistant_takes_up_the_new_configs_after_edgepipe_0_2(
     assert ha.wait_for(lambda h: h.state("sensor.edgepipe_door_entry_in") == "4", 60), ha.states()
 
     cfg = door_config()
-    messages, cleanup = home_assistant_discovery(cfg, build_rules(cfg, ["person"]).counts())
+    messages, cleanup = home_assistant_discovery(cfg, build_rules(cfg, ["person"]).counts(), ["person"])
     pub = MqttPublisher(
         "door",
         dataclasses.replace(
