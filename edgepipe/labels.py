@@ -29,10 +29,10 @@ _OTHER_SPELLING = {a: b for a, b in COCO_SPELLINGS} | {b: a for a, b in COCO_SPE
 def label_index(name: str, labels: Sequence[str]) -> int | None:
     """Where `name` (or its other COCO spelling) is in `labels`; None if it is not."""
     if name in labels:
-        return list(labels).index(name)
+        return labels.index(name)
     other = _OTHER_SPELLING.get(name)
     if other is not None and other in labels:
-        return list(labels).index(other)
+        return labels.index(other)
     return None
 
 

@@ -132,12 +132,13 @@ def _ir_detections(model: Path, val_set: Any, classes: list[str]) -> list[Any]:
     from edgepipe.config import DetectorConfig
     from edgepipe.detect import Detector
     from edgepipe.evaluate import coco
+    from edgepipe.labels import class_ids
     from edgepipe.types import Detections, Frame
 
     settings = DetectorConfig(model=model, device="CPU", precision="f32", threshold=coco.SCORE_THRESHOLD,
                               nms_iou=coco.NMS_IOU, max_detections=coco.MAX_DETECTIONS)  # fmt: skip
     detector = Detector(settings, multi_label=True)
-    index = [detector.labels.index(c) for c in classes]
+    index = class_ids(classes, detector.labels)
     found = []
     for i, sample in enumerate(val_set.samples):
         d = detector.detect(Frame(np.asarray(cv2.imread(str(sample.path)), np.uint8), i, 0.0, None))
