@@ -297,9 +297,8 @@ def test_the_network_decodes_as_the_python_decoder_on_real_frames(
     found_any = 0
     for image in images:
         in_graph, in_python = detector.detect(frame(image)), raw_decoded(detector, image)
-        assert (
-            detector._graph_decodes[detector.card.resized_hw(image.shape[:2])] is not None
-        )  # it did decode in the graph
+        # it did decode in the graph
+        assert detector._graph_decodes[detector.card.resized_hw(image.shape[:2])] is not None
         found_any += len(in_graph)
         assert in_graph.class_id.tolist() == in_python.class_id.tolist()
         np.testing.assert_allclose(in_graph.score, in_python.score, atol=1e-6)

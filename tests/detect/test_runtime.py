@@ -101,18 +101,12 @@ def test_pool_compiles_once_per_settings_for_frames_of_every_size_normalising_bg
     hint = pool.compile(model, FLOAT_PRE, device="CPU", precision="f32", performance_hint="throughput")
     assert first is again
     assert hint is not first
-    assert list(first.inputs[0].get_shape()) == [
-        1,
-        32,
-        32,
-        3,
-    ]  # the network's size: frames are resized into it
+    # the network's size: frames are resized into it
+    assert list(first.inputs[0].get_shape()) == [1, 32, 32, 3]
     request = first.create_infer_request()
     for height, width in [(32, 32), (480, 640), (7, 1000)]:  # one compiled model takes them all
-        image = np.full(
-            (height, width, 3), (11, 22, 33), np.uint8
-        )  # B, G, R: a flat colour survives any resize
-        # the network sees channel c as (x - mean_c) / std_c in BGR order
+        # B, G, R: a flat colour survives any resize; the network sees channel c as (x - mean_c) / std_c
+        image = np.full((height, width, 3), (11, 22, 33), np.uint8)
         np.testing.assert_allclose(
             infer_one(request, check_image(image, "test"))[0], [[5.0, 10.0, 15.0]], atol=1e-4
         )
