@@ -52,9 +52,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--data", required=True, metavar="DIR", help="folder of MOT sequences (<seq>/det/det.txt)"
     )
     tracker.add_argument(
+        "--high-threshold",
+        type=float,
+        metavar="F",
+        help="score from which a box starts a track in the occlusion tracker (default: MOT15's, 0.8)",
+    )
+    tracker.add_argument(
         "--repeats", type=int, default=3, metavar="N", help="speed runs per case, best kept (3)"
     )
     tracker.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    tracker.add_argument(
+        "--gate", metavar="FILE", help="also write the accuracy numbers as a regression gate file"
+    )
     tracker.set_defaults(handler=bench_tracker)
 
     detector = what.add_parser("detector", help="detector FPS against OpenVINO's own throughput; COCO mAP")
