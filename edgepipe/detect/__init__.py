@@ -162,7 +162,8 @@ class Detector:
         then delivered as soon as it is ready instead of when the next frame arrives (see
         `infer_stream`)."""
         outputs = infer_stream(
-            self._requests_for,
+            self.compiled_for,
+            lambda: self.in_flight,
             frames,
             lambda f: check_image(f.image, f"frame {f.index}"),
             frame_waiting,
@@ -178,10 +179,6 @@ class Detector:
     def inner_hw(self, frame_hw: tuple[int, int]) -> tuple[int, int] | None:
         """Letterbox: where a frame of `frame_hw` goes in the input (None: stretched over all of it)."""
         return self.card.resized_hw(frame_hw) if self.card.letterbox else None
-
-    def _requests_for(self, frame_hw: tuple[int, int]) -> list[Any]:
-        compiled = self.compiled_for(frame_hw)
-        return [compiled.create_infer_request() for _ in range(self.in_flight)]
 
     def _postprocess(self, outputs: tuple[NDArray[np.float32], ...], frame_hw: tuple[int, ...]) -> Detections:
         frame_hw = (int(frame_hw[0]), int(frame_hw[1]))

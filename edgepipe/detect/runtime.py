@@ -301,14 +301,15 @@ def infer_one(request: Any, image: NDArray[np.uint8], inner_hw: tuple[int, int] 
 
 
 def infer_stream(
-    requests_for: Callable[[tuple[int, int]], list[Any]],
+    model_for: Callable[[tuple[int, int]], Any],
+    in_flight: Callable[[], int],
     items: Iterable[T | None],
     image_of: Callable[[T], NDArray[np.uint8]],
     frame_waiting: Callable[[], bool] | None = None,
     inner_hw_for: Callable[[tuple[int, int]], tuple[int, int] | None] = lambda frame_hw: None,
 ) -> Iterator[tuple[T, Outputs] | None]:
-    """Run `image_of(item)` (1, H, W, 3) through the async requests `requests_for((H, W))` gives;
-    yield (item, outputs) in input order. The outputs are views into the request, valid until the
+    """Run `image_of(item)` (1, H, W, 3) through `in_flight()` async requests of the compiled model
+    `model_for((H, W))` gives; yield (item, outputs) in input order. The outputs are views into the request, valid until the
     next item is pulled (use them, or copy them, before that: this saves a copy per frame). A None
     item (nothing arrived for a while) finishes the requests in flight and is yielded as None.
 
@@ -316,8 +317,9 @@ def infer_stream(
     outputs and reuses it, so inference errors surface here. (A Python callback, as with
     AsyncInferQueue.set_callback, made interpreter exit hang: OpenVINO's executor thread waited for
     the GIL while the main thread, holding it, joined that thread in ~CompiledModel.)
-    When the frame size changes, the requests in flight are drained before the model for the new
-    size takes over. When `items` ends, or `items`/`image_of` raise, the requests in flight are
+    When the frame size changes to one another compiled model takes (with letterbox: another aspect
+    ratio), the requests in flight are drained before the new model's take over; frames of any size
+    that the same model takes keep the same requests, pipelined. When `items` ends, or `items`/`image_of` raise, the requests in flight are
     drained and their results yielded first (then the error is raised).
 
     `frame_waiting` (live sources): while it says the next item is not there yet, the oldest
@@ -326,7 +328,8 @@ def infer_stream(
     waiting (a detector slower than the camera, or a file) requests stay pipelined."""
     pending: deque[tuple[T, Any]] = deque()  # (item, request), oldest first
     free: list[Any] = []
-    requests_hw: tuple[int, int] | None = None
+    frame_hw_now: tuple[int, int] | None = None  # the size of the frames until now
+    model: Any = None  # the compiled model the requests belong to
     inner_hw: tuple[int, int] | None = None  # letterbox: where the frame goes in the input
     failure: Exception | None = None
 
@@ -353,11 +356,14 @@ def infer_stream(
                 yield None
                 continue
             frame_hw = (int(image.shape[1]), int(image.shape[2]))
-            if frame_hw != requests_hw:
-                while pending:
-                    yield finish_oldest()
-                free[:] = requests_for(frame_hw)
-                requests_hw, inner_hw = frame_hw, inner_hw_for(frame_hw)
+            if frame_hw != frame_hw_now:
+                takes = model_for(frame_hw)
+                if takes is not model:
+                    while pending:
+                        yield finish_oldest()
+                    model = takes
+                    free[:] = [model.create_infer_request() for _ in range(in_flight())]
+                frame_hw_now, inner_hw = frame_hw, inner_hw_for(frame_hw)
             if not free:
                 yield finish_oldest()
             request = free.pop()

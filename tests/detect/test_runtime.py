@@ -216,18 +216,13 @@ def test_stream_yields_in_input_order_and_reraises_on_the_callers_thread(
     pool: ModelPool, tmp_path: Path
 ) -> None:
     model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
+    plain = Preprocess(layout="NCHW", normalize=True)
+    compiled = pool.compile(model, plain, device="CPU", precision="f32", performance_hint="throughput")
 
-    def requests(in_flight: int) -> Callable[[tuple[int, int]], list[Any]]:
-        def make(frame_hw: tuple[int, int]) -> list[Any]:
-            plain = Preprocess(layout="NCHW", normalize=True)
-            compiled = pool.compile(
-                model, plain, device="CPU", precision="f32", performance_hint="throughput"
-            )
-            return [compiled.create_infer_request() for _ in range(in_flight)]
+    def requests(in_flight: int) -> tuple[Callable[[tuple[int, int]], Any], Callable[[], int]]:
+        return (lambda frame_hw: compiled), (lambda: in_flight)
 
-        return make
-
-    # runs of one size, then another (the model is swapped in between); the value encodes the item
+    # runs of one size, then another; the value encodes the item
     items = [(v, (8 + 97 * (v // 4), 16 + 53 * (v // 4))) for v in range(12)]
 
     def image_of(item: tuple[int, tuple[int, int]]) -> np.ndarray:
@@ -236,7 +231,7 @@ def test_stream_yields_in_input_order_and_reraises_on_the_callers_thread(
 
     # outputs are views into the requests, valid until the next item is pulled: copy them
     results = [
-        (item, outputs[0].copy()) for item, outputs in _delivered(infer_stream(requests(4), items, image_of))
+        (item, outputs[0].copy()) for item, outputs in _delivered(infer_stream(*requests(4), items, image_of))
     ]
     assert [item[0] for item, _ in results] == list(range(12))
     np.testing.assert_allclose([out[0, 0] for _, out in results], range(12), atol=1e-4)
@@ -248,9 +243,88 @@ def test_stream_yields_in_input_order_and_reraises_on_the_callers_thread(
 
     seen = []
     with pytest.raises(ValueError, match="item 5: image is grayscale"):
-        for item, _ in _delivered(infer_stream(requests(3), items, failing)):
+        for item, _ in _delivered(infer_stream(*requests(3), items, failing)):
             seen.append(item[0])
     assert seen == [0, 1, 2, 3, 4]  # the ones before the bad item are delivered, in order
+
+
+class _CountingModel:
+    """A compiled model that counts the infer requests made of it and the most in flight at once."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled, self.made, self.running, self.most_running = compiled, 0, 0, 0
+        self.other: _CountingModel | None = None  # another model whose requests must not overlap
+        self.overlapped = 0  # requests started while one of the other's was running
+
+    def create_infer_request(self) -> Any:
+        self.made += 1
+        return _CountedRequest(self, self.compiled.create_infer_request())
+
+
+class _CountedRequest:
+    def __init__(self, model: _CountingModel, request: Any) -> None:
+        self.model, self.request = model, request
+        self.model_outputs = request.model_outputs
+
+    def get_input_tensor(self, index: int) -> Any:
+        return self.request.get_input_tensor(index)
+
+    def get_output_tensor(self, index: int) -> Any:
+        return self.request.get_output_tensor(index)
+
+    def start_async(self) -> None:
+        self.request.start_async()
+        self.model.running += 1
+        self.model.most_running = max(self.model.most_running, self.model.running)
+        if self.model.other is not None and self.model.other.running:
+            self.model.overlapped += 1
+
+    def wait_for(self, timeout: int) -> bool:
+        return bool(self.request.wait_for(timeout))
+
+    def wait(self) -> None:
+        self.request.wait()
+        self.model.running -= 1
+
+
+def test_frames_of_other_sizes_keep_the_requests_of_the_model_that_takes_them(
+    pool: ModelPool, tmp_path: Path
+) -> None:
+    """One compiled model takes frames of every size (stretched): a size change keeps its requests
+    and their pipelining. Where another model takes the new size (letterbox: another aspect ratio),
+    the first model's requests are finished before the other's start."""
+    model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
+    plain = Preprocess(layout="NCHW", normalize=True)
+    compiled = pool.compile(model, plain, device="CPU", precision="f32", performance_hint="throughput")
+    sizes = [(8, 16), (24, 12), (40, 40)]
+    items = [(v, sizes[v % 3]) for v in range(30)]  # a new size every frame
+
+    def image_of(item: tuple[int, tuple[int, int]]) -> np.ndarray:
+        value, (h, w) = item
+        return check_image(np.full((h, w, 3), value, np.uint8), f"item {value}")
+
+    one = _CountingModel(compiled)
+    results = [
+        (item[0], out[0].copy())
+        for item, out in _delivered(infer_stream(lambda hw: one, lambda: 3, items, image_of))
+    ]
+    assert [value for value, _ in results] == list(range(30))
+    np.testing.assert_allclose([out[0, 0] for _, out in results], range(30), atol=1e-4)
+    assert one.made == 3 and one.most_running == 3  # made once, kept full across the size changes
+
+    wide, tall = _CountingModel(compiled), _CountingModel(compiled)
+    wide.other, tall.other = tall, wide
+    runs = [(v, (8, 16) if (v // 5) % 2 == 0 else (16, 8)) for v in range(20)]  # 5 wide, 5 tall, ...
+    results = [
+        (item[0], out[0].copy())
+        for item, out in _delivered(
+            infer_stream(lambda hw: wide if hw[1] > hw[0] else tall, lambda: 2, runs, image_of)
+        )
+    ]
+    np.testing.assert_allclose([out[0, 0] for _, out in results], range(20), atol=1e-4)
+    assert wide.made == tall.made == 2 * 2  # new requests at each swap back: two runs of each
+    assert wide.most_running == tall.most_running == 2
+    assert wide.overlapped == tall.overlapped == 0  # none started while the other model's ran
 
 
 def test_stream_delivers_each_result_before_waiting_for_a_live_frame(pool: ModelPool, tmp_path: Path) -> None:
@@ -269,8 +343,9 @@ def test_stream_delivers_each_result_before_waiting_for_a_live_frame(pool: Model
     def image_of(value: int) -> np.ndarray:
         return check_image(np.full((8, 8, 3), value, np.uint8), f"item {value}")
 
-    requests = [compiled.create_infer_request() for _ in range(4)]
-    for value, outputs in _delivered(infer_stream(lambda hw: requests, frames(), image_of, lambda: False)):
+    for value, outputs in _delivered(
+        infer_stream(lambda hw: compiled, lambda: 4, frames(), image_of, lambda: False)
+    ):
         assert outputs[0][0, 0] == pytest.approx(value, abs=1e-4)
         log.append(f"result {value}")
     assert log == ["take 0", "result 0", "take 1", "result 1", "take 2", "result 2", "take 3", "result 3"]
@@ -284,14 +359,13 @@ def test_an_idle_tick_finishes_the_requests_in_flight_and_passes_through(
     model = tiny_onnx(tmp_path / "t.onnx", (1, 3))
     plain = Preprocess(layout="NCHW", normalize=True)
     compiled = pool.compile(model, plain, device="CPU", precision="f32", performance_hint="throughput")
-    requests = [compiled.create_infer_request() for _ in range(4)]
 
     def image_of(value: int) -> np.ndarray:
         return check_image(np.full((8, 8, 3), value, np.uint8), f"item {value}")
 
     out = [
         None if item is None else item[0]
-        for item in infer_stream(lambda hw: requests, [0, 1, None, 2, None], image_of)
+        for item in infer_stream(lambda hw: compiled, lambda: 4, [0, 1, None, 2, None], image_of)
     ]
     assert out == [0, 1, None, 2, None]
 
