@@ -32,7 +32,7 @@ from pydantic import (
 from edgepipe.config_errors import describe, dotted, line_of, message
 from edgepipe.config_yaml import read_pipeline_yaml
 from edgepipe.errors import ConfigError, FieldError, mask_secrets
-from edgepipe.geometry import Units
+from edgepipe.geometry import ReferencePoint, Units
 
 Point = tuple[float, float]
 Precision = Literal["auto", "f32", "bf16", "f16"]
@@ -41,7 +41,6 @@ MODEL_SUFFIXES = (".xml", ".onnx")  # OpenVINO IR (with its .bin) or ONNX
 NAME_MAX_LENGTH = 64  # pipeline and rule names end up in MQTT topics, entity ids and file names
 # Topic levels: MQTT forbids NUL and reserves + and # for subscriptions; a broker drops what breaks it.
 TOPIC_PATTERN = r"^[^\x00+#]+$"
-ReferencePointName = Literal["bottom_center", "center", "top_center"]
 
 
 class Model(BaseModel):
@@ -370,7 +369,7 @@ class LineRuleConfig(Model):
     in_side: Literal["left", "right"] = Field(
         "right", description="side of the segment, walking from the first to the second point, that is 'in'"
     )
-    reference_point: ReferencePointName = "bottom_center"
+    reference_point: ReferencePoint = "bottom_center"
     hysteresis_px: float = Field(10.0, ge=0, le=1000, description="distance past the line needed to count")
     classes: list[str] | None = Field(None, min_length=1, description="label names this rule counts")
 
@@ -405,7 +404,7 @@ class ZoneRuleConfig(Model):
     units: Units = Field(
         "px", description="px: frame pixels; relative: fractions of the frame's width and height (0..1)"
     )
-    reference_point: ReferencePointName = "bottom_center"
+    reference_point: ReferencePoint = "bottom_center"
     loiter_s: float | None = Field(None, gt=0, description="emit zone_loiter after this long inside")
     hysteresis_px: float = Field(
         10.0, ge=0, le=1000, description="distance inside/outside the edge needed to enter/exit"

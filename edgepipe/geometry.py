@@ -31,17 +31,16 @@ def box_iou(boxes_a: FloatArray, boxes_b: FloatArray) -> NDArray[np.float64]:
     return iou
 
 
+# How far down each box the point that rules test lies: y = (1 - w) * y1 + w * y2.
+_DOWN: dict[str, float] = {"top_center": 0.0, "center": 0.5, "bottom_center": 1.0}
+
+
 def reference_points(xyxy: FloatArray, where: ReferencePoint = "bottom_center") -> NDArray[np.float64]:
     """(N, 4) xyxy → (N, 2) the point of each box that rules test (feet by default)."""
     xyxy = np.asarray(xyxy, np.float64)
+    down = _DOWN[where]
     cx = (xyxy[:, 0] + xyxy[:, 2]) / 2
-    if where == "bottom_center":
-        y = xyxy[:, 3]
-    elif where == "center":
-        y = (xyxy[:, 1] + xyxy[:, 3]) / 2
-    else:
-        y = xyxy[:, 1]
-    return np.stack([cx, y], axis=1)
+    return np.stack([cx, (1.0 - down) * xyxy[:, 1] + down * xyxy[:, 3]], axis=1)
 
 
 def reference_point(
@@ -49,8 +48,8 @@ def reference_point(
 ) -> tuple[float, float]:
     """One box's point that rules test, in plain floats (`reference_points` for many)."""
     x1, y1, x2, y2 = xyxy
-    y = y2 if where == "bottom_center" else (y1 + y2) / 2 if where == "center" else y1
-    return (x1 + x2) / 2, y
+    down = _DOWN[where]
+    return (x1 + x2) / 2, (1.0 - down) * y1 + down * y2
 
 
 def to_pixels(points: FloatArray, units: Units, frame_hw: tuple[int, int]) -> NDArray[np.float64]:
