@@ -87,6 +87,27 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
     return path if path.is_absolute() or base is None else Path(base) / path
 
 
+def _existing_file(value: Path | None, info: ValidationInfo, what: str = "file") -> Path | None:
+    """A file setting, relative to the YAML file, that must exist (`what` names it in the error)."""
+    if value is None:
+        return None
+    path = _resolve(value, info)
+    if not _is_file(path):
+        raise ValueError(f"{what} {_shown(path)} does not exist")
+    return path
+
+
+def _first_line(path: Path) -> str:
+    """A secret file's first line ("" when it is empty); a ValueError saying why it cannot be read."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise ValueError(error.strerror or str(error)) from None
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    return lines[0] if lines else ""
+
+
 # ---------------------------------------------------------------- sources
 STREAM_URL_PATTERN = r"^(rtsps?|https?)://"  # the one check of a stream URL (config and --source)
 
@@ -435,12 +456,7 @@ class TlsConfig(Model):
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
     def _exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        path = _resolve(value, info)
-        if not _is_file(path):
-            raise ValueError(f"file {_shown(path)} does not exist")
-        return path
+        return _existing_file(value, info)
 
     @model_validator(mode="after")
     def _cert_with_key(self) -> TlsConfig:
@@ -514,12 +530,7 @@ class MqttConfig(Model):
     @field_validator("password_file")
     @classmethod
     def _password_file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        path = _resolve(value, info)
-        if not _is_file(path):
-            raise ValueError(f"password file {_shown(path)} does not exist")
-        return path
+        return _existing_file(value, info, "password file")
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttConfig:
@@ -533,13 +544,11 @@ class MqttConfig(Model):
         """Read the password where the config says it is; called when the client is built."""
         if self.password_file is not None:
             try:
-                lines = self.password_file.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as error:
-                reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+                return SecretStr(_first_line(self.password_file))
+            except ValueError as error:
                 raise FieldError(
-                    ("password_file",), f"cannot read the password file {self.password_file}: {reason}"
+                    ("password_file",), f"cannot read the password file {self.password_file}: {error}"
                 ) from None
-            return SecretStr(lines[0] if lines else "")
         if self.password_env is not None:
             if self.password_env not in os.environ:
                 raise FieldError(
@@ -612,12 +621,7 @@ class HttpConfig(Model):
     @field_validator("token_file")
     @classmethod
     def _token_file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        path = _resolve(value, info)
-        if not _is_file(path):
-            raise ValueError(f"token file {_shown(path)} does not exist")
-        return path
+        return _existing_file(value, info, "token file")
 
     @model_validator(mode="after")
     def _token_where_needed(self) -> HttpConfig:
@@ -634,12 +638,10 @@ class HttpConfig(Model):
         """Read the token where the config says it is; called when the server is built."""
         if self.token_file is not None:
             try:
-                lines = self.token_file.read_text(encoding="utf-8").splitlines()
-            except OSError as error:
-                raise ConfigError(
-                    f"cannot read HTTP token file {self.token_file}: {error.strerror}"
-                ) from None
-            value, where = (lines[0].strip() if lines else ""), f"HTTP token file {self.token_file}"
+                value = _first_line(self.token_file).strip()
+            except ValueError as error:
+                raise ConfigError(f"cannot read HTTP token file {self.token_file}: {error}") from None
+            where = f"HTTP token file {self.token_file}"
         elif self.token_env is not None:
             if self.token_env not in os.environ:
                 raise ConfigError(f"HTTP token variable {self.token_env} is not set")

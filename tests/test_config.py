@@ -476,6 +476,26 @@ def test_password_is_read_from_file_and_env(
     )
 
 
+def test_a_secret_file_that_is_not_text_is_an_error_naming_it(
+    tmp_path: Path, model_file: Path, video_file: Path
+) -> None:
+    """A password or token file in another encoding (a binary file given by mistake): one line that
+    names the file, never the bytes, never a UnicodeDecodeError traceback."""
+    (tmp_path / "pw").write_bytes(b"caf\xe9-s3cret\n")
+    base = "name: a\nsource: {type: file, path: v.mp4}\ndetector: {model: m.xml}\noutputs:\n  mqtt:\n    host: h\n    username: u\n"
+    cfg = load_pipeline(write(tmp_path, base + "    password_file: pw\n"))
+    assert cfg.outputs.mqtt is not None
+    with pytest.raises(ConfigError) as caught:
+        cfg.outputs.mqtt.password()
+    assert (
+        str(caught.value) == f"password_file: cannot read the password file {tmp_path / 'pw'}: not UTF-8 text"
+    )
+    with pytest.raises(ConfigError) as caught:
+        HttpConfig(host="0.0.0.0", token_file=tmp_path / "pw").token()
+    assert str(caught.value) == f"cannot read HTTP token file {tmp_path / 'pw'}: not UTF-8 text"
+    assert "s3cret" not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("argument", "kind"),
     [
