@@ -66,13 +66,31 @@ def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
 _Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _Yaml12Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
+# libyaml's parser, where PyYAML has it, with the same resolvers: composes ~15x faster. Only for
+# files it takes: where it fails, the pure-Python parser says what is wrong, and where, more plainly.
+_FastYaml12Loader: type | None = None
+if getattr(yaml, "__with_libyaml__", False):
+
+    class _FastYaml12Loader(yaml.CSafeLoader):  # type: ignore[no-redef]
+        yaml_implicit_resolvers = _Yaml12Loader.yaml_implicit_resolvers
+        yaml_constructors = _Yaml12Loader.yaml_constructors
+
+
+def _compose(text: str) -> yaml.Node | None:
+    if _FastYaml12Loader is not None:
+        try:
+            return yaml.compose(text, Loader=_FastYaml12Loader)
+        except yaml.YAMLError:
+            pass
+    return yaml.compose(text, Loader=_Yaml12Loader)
+
 
 def read_pipeline_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """The parsed document and its node tree (for line numbers); every problem a ConfigError with
     the file and, where there is one, the line."""
     text = _read_text(path)
     try:
-        root = yaml.compose(text, Loader=_Yaml12Loader)
+        root = _compose(text)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -90,7 +108,7 @@ def read_pipeline_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     if problems:
         raise ConfigError("\n".join(problems))
     try:
-        data = _Yaml12Loader(text).get_single_data()
+        data = _Yaml12Loader("").construct_document(root)  # from the tree already parsed
     except yaml.YAMLError as error:  # a scalar the 1.2 constructors cannot build, e.g. an int of "0o9"
         mark = getattr(error, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

@@ -321,6 +321,42 @@ def test_yaml_1_2_scalars(
     assert getattr(cfg, field) == value
 
 
+def test_libyaml_and_the_python_parser_read_a_file_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files are composed by libyaml where PyYAML has it (fast), with the same YAML 1.2 scalars and
+    line numbers as the pure-Python parser; a file libyaml refuses gets the Python parser's message."""
+    from edgepipe import config_yaml
+    from edgepipe.config_yaml import read_pipeline_yaml
+
+    assert config_yaml._FastYaml12Loader is not None  # PyYAML's wheels carry libyaml
+    path = tmp_path / "p.yml"
+    path.write_text(
+        "a: off\nb: 010\nc: 0o17\nd: 0x1f\ne: .inf\nf: ~\ng:\nh: True\ni: 1e3\nj: [1, 'x', y]\n"
+        "k: &d {x: 1}\nl: {<<: *d, y: 2}\n"
+    )
+    fast_data, fast_root = read_pipeline_yaml(path)
+    monkeypatch.setattr(config_yaml, "_FastYaml12Loader", None)
+    plain_data, plain_root = read_pipeline_yaml(path)
+    assert fast_data == plain_data
+    assert (
+        fast_data["a"] == "off"
+        and fast_data["b"] == 10
+        and fast_data["c"] == 15
+        and fast_data["l"] == {"x": 1, "y": 2}
+    )
+    assert fast_root is not None and plain_root is not None
+    lines = [
+        [(k.start_mark.line, v.start_mark.line) for k, v in root.value] for root in (fast_root, plain_root)
+    ]
+    assert lines[0] == lines[1] == [(n, n) for n in range(12)]
+    monkeypatch.undo()
+    path.write_text("name: a\nrules: [1, 2\n")
+    with pytest.raises(ConfigError) as caught:
+        read_pipeline_yaml(path)
+    assert str(caught.value) == f"{path}:3: YAML syntax error: expected ',' or ']', but got '<stream end>'"
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
