@@ -30,6 +30,22 @@ def shared_data(shared_dir: Path) -> Path:
     return shared_dir / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Generator[Path, None, None]:
+    """One compiled-model cache for the whole suite, its subprocesses too, never the user's own
+    ~/.cache: each model variant is compiled once, later pools and runs import it."""
+    from edgepipe.paths import MODEL_CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("model-cache")
+    before = os.environ.get(MODEL_CACHE_ENV)
+    os.environ[MODEL_CACHE_ENV] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop(MODEL_CACHE_ENV, None)
+    else:
+        os.environ[MODEL_CACHE_ENV] = before
+
+
 # Area fixtures (broker, RTSP server, compiled models), each in its own module.
 pytest_plugins = [
     "tests.fixtures.mqtt",

@@ -164,6 +164,7 @@ def test_unit_runs_one_pipeline_per_instance_with_notify_and_sandbox() -> None:
         "Restart": "on-failure",
         "User": "edgepipe",
         "StateDirectory": "edgepipe",
+        "CacheDirectory": "edgepipe",  # compiled models: paths.model_cache_directory
         "ConfigurationDirectory": "edgepipe",
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",

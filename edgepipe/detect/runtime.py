@@ -11,6 +11,7 @@ precision, hint, preprocessing, decode, frame size) for the whole process.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from collections import OrderedDict, deque
@@ -27,6 +28,7 @@ from edgepipe.config import MODEL_SUFFIXES, PerformanceHint, Precision
 from edgepipe.detect.decoders.base import GraphDecode
 from edgepipe.errors import ConfigError, FieldError, ModelError
 from edgepipe.modelcard import ModelCard, resolve_card
+from edgepipe.paths import model_cache_directory
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +106,20 @@ def _ov_message(error: Exception) -> str:
 
 
 class ModelPool:
-    """One `ov.Core` and its compiled models, one for every pipeline of a process."""
+    """One `ov.Core` and its compiled models, one for every pipeline of a process.
 
-    def __init__(self) -> None:
+    With `cache` (the default) OpenVINO keeps what it compiles under `paths.model_cache_directory()`
+    and a later process imports it instead of compiling (the same network, the same results), and
+    compiles again over a damaged or unwritable cache. Each compiled model has a folder of its own,
+    named by everything that makes it (`_cache_folder`): OpenVINO's own key for a model built in
+    Python did not tell apart networks that differ in a decode threshold, nor f32 from the
+    default bf16 (2026.4: it handed one the other's)."""
+
+    def __init__(self, *, cache: bool = True) -> None:
+        self._cache = cache
         self._core: Any = None
         self._read: dict[Path, Any] = {}
+        self._digests: dict[Path, str] = {}  # model file → sha256 of its contents, for the cache
         self._compiled: OrderedDict[tuple[Any, ...], Any] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
 
@@ -175,6 +186,24 @@ class ModelPool:
         shapes = self.shapes(path)
         return resolve_card(path, shapes.rt_info, shapes.input_shape, shapes.input_type)
 
+    def _cache_folder(self, path: Path, settings: tuple[Any, ...]) -> Path | None:
+        """The cache folder of one compiled model: named by the model file's contents, the compile
+        settings (plain frozen dataclasses and strings, so their repr is exact) and OpenVINO's
+        version. None where there is no cache or the file cannot be read (then it is not cached)."""
+        root = model_cache_directory()
+        if root is None:
+            return None
+        try:
+            if path not in self._digests:
+                self._digests[path] = _file_digest(path)
+        except OSError as error:
+            log.debug("not caching %s: %s", path, error.strerror)
+            return None
+        import openvino as ov
+
+        name = repr((self._digests[path], settings, ov.get_version()))
+        return root / hashlib.sha256(name.encode()).hexdigest()[:24]
+
     def compile(
         self,
         path: Path,
@@ -210,17 +239,39 @@ class ModelPool:
             if graph_decode is not None:
                 network = graph_decode.append_to(network)
             with_pre = _add_preprocessing(network, preprocess)
+            folder = self._cache_folder(path, key[1:]) if self._cache else None
             try:
-                compiled = self.core.compile_model(with_pre, device, config)
+                compiled = self.core.compile_model(
+                    with_pre, device, config if folder is None else {**config, "CACHE_DIR": str(folder)}
+                )
             except Exception as error:
                 raise ConfigError(
                     f"cannot compile {path} for {device} with {config}: {_ov_message(error)}"
                 ) from None
-            log.info("compiled %s for %s, %s", path.name, device, config)
+            from_cache = " (from the cache)" if _from_cache(compiled) else ""
+            log.info("compiled %s for %s, %s%s", path.name, device, config, from_cache)
             self._compiled[key] = compiled
             if len(self._compiled) > MAX_COMPILED:  # ever-new aspect ratios (letterbox) must not grow memory
                 self._compiled.popitem(last=False)
             return compiled
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a model file and, for an IR, its weights: a retrained model at the same path is another model."""
+    digest = hashlib.sha256()
+    for part in (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,):
+        with open(part, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _from_cache(compiled: Any) -> bool:
+    """Whether OpenVINO imported the compiled model from its cache (False where a device cannot say)."""
+    try:
+        return bool(compiled.get_property("LOADED_FROM_CACHE"))
+    except Exception:
+        return False
 
 
 def _add_preprocessing(model: Any, pre: Preprocess) -> Any:

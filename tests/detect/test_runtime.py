@@ -409,3 +409,82 @@ def test_frame_into_resizes_as_opencv_into_the_input(
     expected = np.zeros((32, 32, 3), np.uint8)
     expected[:inner_h, :inner_w] = cv2.resize(image, (inner_w, inner_h), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_array_equal(target[0], expected)
+
+
+def test_a_second_pool_imports_the_compiled_model_from_the_cache(
+    shared_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What one process compiled, the next imports (LOADED_FROM_CACHE) and detects the same boxes
+    with, for each of several settings: OpenVINO's own cache key gave all of these one file, so
+    the one compiled first answered for the others. A damaged cache file is compiled over;
+    `cache=False` and "off" leave nothing behind."""
+    import cv2
+
+    from edgepipe.config import DetectorConfig
+    from edgepipe.detect import Detector
+    from edgepipe.types import Frame
+
+    model = shared_models / "nanodet-plus-m_320_fp16.xml"
+    video = cv2.VideoCapture(str(shared_models.parent / "data" / "video" / "vtest.mp4"))
+    frame = Frame(video.read()[1], 0, 0.0, 0.0)
+    video.release()
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EDGEPIPE_MODEL_CACHE", str(cache))
+    settings = [
+        {"threshold": 0.5, "classes": ["person"]},
+        {"threshold": 0.1, "classes": ["person"]},
+        {"threshold": 0.1, "classes": ["person"], "precision": "f32"},
+    ]
+
+    def detect(pool: ModelPool, setting: dict[str, Any]) -> tuple[bool, np.ndarray]:
+        detector = Detector(DetectorConfig(model=model, **setting), pool=pool)
+        detections = detector.detect(frame)
+        compiled = detector.compiled_for(frame.image.shape[:2])
+        return bool(compiled.get_property("LOADED_FROM_CACHE")), detections.xyxy
+
+    fresh = [detect(ModelPool(), setting) for setting in settings]
+    assert not any(cached for cached, _ in fresh)
+    assert [len(boxes) for _, boxes in fresh] == sorted({len(boxes) for _, boxes in fresh})  # all differ
+    assert len(list(cache.glob("*/*.blob"))) == len(settings)
+    for setting, (_, boxes) in zip(settings, fresh, strict=True):
+        cached, again = detect(ModelPool(), setting)
+        assert cached, setting
+        np.testing.assert_array_equal(again, boxes)
+    for blob in cache.glob("*/*.blob"):
+        blob.write_bytes(blob.read_bytes()[:1000])  # cache files cut short (a full disk, say)
+    cached, again = detect(ModelPool(), settings[0])
+    assert not cached
+    np.testing.assert_array_equal(again, fresh[0][1])
+    assert detect(ModelPool(), settings[0])[0]  # written anew
+
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("EDGEPIPE_MODEL_CACHE", str(elsewhere))
+    assert not detect(ModelPool(cache=False), settings[0])[0] and not elsewhere.exists()
+    monkeypatch.setenv("EDGEPIPE_MODEL_CACHE", "off")
+    assert not detect(ModelPool(), settings[0])[0] and not elsewhere.exists()
+
+
+def test_a_model_file_changed_in_place_is_compiled_again(
+    shared_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retrained model written over the old one (same path): its cached compile is not used (the
+    cache folder is named by the files' contents)."""
+    import shutil
+
+    from edgepipe.config import DetectorConfig
+    from edgepipe.detect import Detector
+
+    monkeypatch.setenv("EDGEPIPE_MODEL_CACHE", str(tmp_path / "cache"))
+    for suffix in (".xml", ".bin"):
+        shutil.copy(shared_models / f"nanodet-plus-m_320_fp16{suffix}", tmp_path / f"m{suffix}")
+    shutil.copy(shared_models / "coco.names", tmp_path)  # the labels, found beside the model
+    model = tmp_path / "m.xml"
+
+    def from_cache() -> bool:
+        detector = Detector(DetectorConfig(model=model), pool=ModelPool())
+        return bool(detector.compiled_for((360, 480)).get_property("LOADED_FROM_CACHE"))
+
+    assert not from_cache() and from_cache()
+    with open(model.with_suffix(".bin"), "ab") as weights:  # other contents, a network that still reads
+        weights.write(b"\0" * 64)
+    assert not from_cache()
