@@ -189,7 +189,8 @@ class ModelPool:
     def _cache_folder(self, path: Path, settings: tuple[Any, ...]) -> Path | None:
         """The cache folder of one compiled model: named by the model file's contents, the compile
         settings (plain frozen dataclasses and strings, so their repr is exact) and OpenVINO's
-        version. None where there is no cache or the file cannot be read (then it is not cached)."""
+        version, made here. None where there is no cache, or the file cannot be read or the folder
+        made (then the model is compiled without a cache)."""
         root = model_cache_directory()
         if root is None:
             return None
@@ -202,7 +203,13 @@ class ModelPool:
         import openvino as ov
 
         name = repr((self._digests[path], settings, ov.get_version()))
-        return root / hashlib.sha256(name.encode()).hexdigest()[:24]
+        folder = root / hashlib.sha256(name.encode()).hexdigest()[:24]
+        try:  # here, not by OpenVINO: it fails the compile where it cannot make the folder
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a cache only saves time: compile without it (a full disk it ignores)
+            log.warning("compiling %s without the model cache: %s: %s", path.name, folder, error.strerror)
+            return None
+        return folder
 
     def compile(
         self,

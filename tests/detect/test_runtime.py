@@ -488,3 +488,21 @@ def test_a_model_file_changed_in_place_is_compiled_again(
     with open(model.with_suffix(".bin"), "ab") as weights:  # other contents, a network that still reads
         weights.write(b"\0" * 64)
     assert not from_cache()
+
+
+def test_a_cache_folder_that_cannot_be_made_only_costs_the_cache(
+    shared_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only or wrong cache place (here under a file): the model compiles and detects as
+    without a cache, with one warning that says where; OpenVINO itself failed the compile there."""
+    from edgepipe.config import DetectorConfig
+    from edgepipe.detect import Detector
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("EDGEPIPE_MODEL_CACHE", str(tmp_path / "a-file" / "cache"))
+    detector = Detector(DetectorConfig(model=shared_models / "nanodet-plus-m_320_fp16.xml"), pool=ModelPool())
+    with caplog.at_level("WARNING", logger="edgepipe.detect.runtime"):
+        compiled = detector.compiled_for((360, 480))
+    assert not compiled.get_property("LOADED_FROM_CACHE")
+    warnings = [r.getMessage() for r in caplog.records if "without the model cache" in r.getMessage()]
+    assert len(warnings) == 1 and str(tmp_path / "a-file" / "cache") in warnings[0], warnings
