@@ -264,7 +264,8 @@ class ModelPool:
 
 
 def _file_digest(path: Path) -> str:
-    """sha256 of a model file and, for an IR, its weights: a retrained model at the same path is another model."""
+    """sha256 of a model file and, for an IR, its weights: a retrained model at the same path is
+    another model."""
     digest = hashlib.sha256()
     for part in (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,):
         with open(part, "rb") as handle:
@@ -367,9 +368,10 @@ def infer_stream(
     inner_hw_for: Callable[[tuple[int, int]], tuple[int, int] | None] = lambda frame_hw: None,
 ) -> Iterator[tuple[T, Outputs] | None]:
     """Run `image_of(item)` (1, H, W, 3) through `in_flight()` async requests of the compiled model
-    `model_for((H, W))` gives; yield (item, outputs) in input order. The outputs are views into the request, valid until the
-    next item is pulled (use them, or copy them, before that: this saves a copy per frame). A None
-    item (nothing arrived for a while) finishes the requests in flight and is yielded as None.
+    `model_for((H, W))` gives; yield (item, outputs) in input order. The outputs are views into the
+    request, valid until the next item is pulled (use them, or copy them, before that: this saves a
+    copy per frame). A None item (nothing arrived for a while) finishes the requests in flight and
+    is yielded as None.
 
     No Python completion callback: the caller's thread waits for the oldest request, reads its
     outputs and reuses it, so inference errors surface here. (A Python callback, as with
@@ -377,8 +379,9 @@ def infer_stream(
     the GIL while the main thread, holding it, joined that thread in ~CompiledModel.)
     When the frame size changes to one another compiled model takes (with letterbox: another aspect
     ratio), the requests in flight are drained before the new model's take over; frames of any size
-    that the same model takes keep the same requests, pipelined. When `items` ends, or `items`/`image_of` raise, the requests in flight are
-    drained and their results yielded first (then the error is raised).
+    that the same model takes keep the same requests, pipelined. When `items` ends, or
+    `items`/`image_of` raise, the requests in flight are drained and their results yielded first
+    (then the error is raised).
 
     `frame_waiting` (live sources): while it says the next item is not there yet, the oldest
     request is finished and yielded instead of blocking in next(items) with a result ready, so a
