@@ -334,7 +334,10 @@ def test_rtsp_survives_server_restarts_without_thread_leak(rtsp_server_fn: RtspS
     # at least one per kill; an attempt that meets the restarted server before it serves counts too
     assert source.stats().reconnects >= 5
     assert frames_seen == sorted(set(frames_seen))  # the frame counter kept rising across reconnects
-    assert frames_seen[-1] + 1 >= source.stats().frames_read - 1
+    # every frame read was delivered or counted as dropped (overwritten in the one-slot hand-off while
+    # the consumer was busy), but for at most the one still waiting there when the source stopped
+    stats = source.stats()
+    assert len(frames_seen) + stats.dropped_frames >= stats.frames_read - 1, (len(frames_seen), stats)
 
 
 @pytest.mark.integration
