@@ -213,9 +213,10 @@ def test_a_browser_sees_the_demo_with_its_line_and_counts(
 
     assert wait_until(lambda: pipeline.stats.frames >= 60, 60)
     second = browser.screenshot(url, tmp_path / "second.png")
-    # the page did not move (JPEG may move an end of the line by a pixel, with the video behind it)
+    # the page did not move (JPEG may move an end of the line by a pixel, with the video behind it, and
+    # tip the line's two columns either way: CI saw 256, then 257)
     column_now, top_now, bottom_now = find_line(second)
-    assert column_now == column and abs(top_now - top) <= 2 and abs(bottom_now - bottom) <= 2
+    assert abs(column_now - column) <= 1 and abs(top_now - top) <= 2 and abs(bottom_now - bottom) <= 2
     later = second[upper : upper + 360, left : left + 480]
     assert np.abs(later.astype(int) - video.astype(int)).mean() > 2.0  # people walked, the clock moved on
 
