@@ -28,6 +28,7 @@ from edgepipe.config import MODEL_SUFFIXES, PerformanceHint, Precision
 from edgepipe.detect.decoders.base import GraphDecode
 from edgepipe.errors import ConfigError, FieldError, ModelError
 from edgepipe.modelcard import ModelCard, resolve_card
+from edgepipe.models import sha256_of
 from edgepipe.paths import model_cache_directory
 
 log = logging.getLogger(__name__)
@@ -264,14 +265,10 @@ class ModelPool:
 
 
 def _file_digest(path: Path) -> str:
-    """sha256 of a model file and, for an IR, its weights: a retrained model at the same path is
-    another model."""
-    digest = hashlib.sha256()
-    for part in (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,):
-        with open(part, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    """The sha256 of a model file and, for an IR, of its weights: a retrained model at the same
+    path is another model."""
+    parts = (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,)
+    return "+".join(sha256_of(part) for part in parts)
 
 
 def _from_cache(compiled: Any) -> bool:
