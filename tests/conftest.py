@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,20 @@ def shared_models(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def shared_data(shared_dir: Path) -> Path:
     return shared_dir / "data"
+
+
+@pytest.fixture(scope="session")
+def vtest_20fps(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """vtest.mp4's very frames with their timestamps halved: a real-time run plays it at 20 fps,
+    so tests that pace a run to act in the middle of it take half the time (FFmpeg copies the
+    stream, nothing is decoded again)."""
+    fast = tmp_path_factory.mktemp("video") / "vtest-20fps.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-itsscale", "0.5", "-i", str(shared_data / "video" / "vtest.mp4"),
+         "-c", "copy", str(fast)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    return fast
 
 
 @pytest.fixture(scope="session", autouse=True)

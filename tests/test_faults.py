@@ -28,10 +28,10 @@ MODEL = REPO / "models" / "nanodet-plus-m_320_fp16.xml"
 EVENTS = "edgepipe/faults/events"
 
 
-def pipeline(tmp_path: Path, shared_data: Path, outputs: str, *, realtime: bool = True) -> Path:
-    """vtest at its own pace with a zone over the whole picture (an enter and an exit per person)."""
+def pipeline(tmp_path: Path, video: Path, outputs: str, *, realtime: bool = True) -> Path:
+    """vtest at its own pace (in real time: the 20 fps copy, long enough to act in the middle of a
+    run) with a zone over the whole picture (an enter and an exit per person)."""
     path = tmp_path / "faults.yml"
-    video = shared_data / "video" / "vtest.mp4"
     path.write_text(
         f"name: faults\nsource: {{type: file, path: {video}, realtime: {str(realtime).lower()}}}\n"
         f"detector: {{model: {MODEL}, classes: [person]}}\n"
@@ -68,7 +68,7 @@ def test_a_full_disk_under_the_outbox_loses_no_event(
     subscribe: Callable[..., Subscriber],
     small_disk: Callable[[int], Path],
     tmp_path: Path,
-    shared_data: Path,
+    vtest_20fps: Path,
 ) -> None:
     """Broker down and the outbox's disk full: events wait in memory; space comes back, then the
     broker: every produced event arrives, once per id, and the run ends with 0."""
@@ -79,7 +79,7 @@ def test_a_full_disk_under_the_outbox_loses_no_event(
     outbox = disk / "outbox.sqlite"
     mqtt = f"  mqtt: {{host: {broker.host}, port: {broker.port}, outbox: {{path: {outbox}}}}}\n"
     produced_path = tmp_path / "produced.jsonl"
-    run = start(pipeline(tmp_path, shared_data, mqtt), produced_path, max_frames=250)
+    run = start(pipeline(tmp_path, vtest_20fps, mqtt), produced_path, max_frames=250)
     lines: list[str] = []
     try:
         assert wait_until(lambda: outbox.exists(), timeout_s=120)
@@ -115,7 +115,7 @@ def test_a_full_disk_under_the_outbox_loses_no_event(
 
 
 def test_events_beyond_the_memory_queue_are_reported_lost_and_the_run_fails(
-    mosquitto: Callable[..., Broker], small_disk: Callable[[int], Path], tmp_path: Path, shared_data: Path
+    mosquitto: Callable[..., Broker], small_disk: Callable[[int], Path], tmp_path: Path, vtest_20fps: Path
 ) -> None:
     broker = mosquitto(start=False)
     disk = small_disk(1 << 20)
@@ -125,7 +125,7 @@ def test_events_beyond_the_memory_queue_are_reported_lost_and_the_run_fails(
         f"outbox: {{path: {outbox}, max_memory_messages: 10}}}}\n"
     )
     produced_path = tmp_path / "produced.jsonl"
-    run = start(pipeline(tmp_path, shared_data, mqtt), produced_path, max_frames=200)
+    run = start(pipeline(tmp_path, vtest_20fps, mqtt), produced_path, max_frames=200)
     try:
         assert wait_until(lambda: outbox.exists(), timeout_s=120)
         fill(disk, 8 << 10)  # and it stays full
@@ -152,12 +152,12 @@ def test_events_beyond_the_memory_queue_are_reported_lost_and_the_run_fails(
 
 
 def test_a_full_disk_under_the_events_file_keeps_every_line(
-    small_disk: Callable[[int], Path], tmp_path: Path, shared_data: Path
+    small_disk: Callable[[int], Path], tmp_path: Path, vtest_20fps: Path
 ) -> None:
     disk = small_disk(1 << 20)
     events_path = disk / "events.jsonl"
     produced_path = tmp_path / "produced.jsonl"
-    run = start(pipeline(tmp_path, shared_data, f"  jsonl: {{path: {events_path}}}\n"), produced_path, 250)
+    run = start(pipeline(tmp_path, vtest_20fps, f"  jsonl: {{path: {events_path}}}\n"), produced_path, 250)
     try:
         assert wait_until(lambda: events_path.exists(), timeout_s=120)
         filler = fill(disk, 0)
@@ -174,11 +174,11 @@ def test_a_full_disk_under_the_events_file_keeps_every_line(
     assert "cannot write the events file" in out and "can be written again" in out
 
 
-def test_an_events_file_deleted_mid_run_is_written_anew(tmp_path: Path, shared_data: Path) -> None:
+def test_an_events_file_deleted_mid_run_is_written_anew(tmp_path: Path, vtest_20fps: Path) -> None:
     events_path = tmp_path / "out" / "events.jsonl"
     kept = tmp_path / "before-deletion.jsonl"
     produced_path = tmp_path / "produced.jsonl"
-    run = start(pipeline(tmp_path, shared_data, f"  jsonl: {{path: {events_path}}}\n"), produced_path, 250)
+    run = start(pipeline(tmp_path, vtest_20fps, f"  jsonl: {{path: {events_path}}}\n"), produced_path, 250)
     try:
         assert wait_until(lambda: len(events_in(events_path)) >= 5, timeout_s=120)
         os.link(events_path, kept)  # what was written so far stays readable for the test
@@ -203,8 +203,9 @@ def test_a_damaged_outbox_at_start_is_set_aside_and_the_run_goes_on(
     mqtt = f"  mqtt: {{host: {broker.host}, port: {broker.port}, outbox: {{path: {outbox}}}}}\n"
     sub = subscribe(broker, EVENTS)
     produced_path = tmp_path / "produced.jsonl"
+    video = shared_data / "video" / "vtest.mp4"
     result = subprocess.run(
-        [sys.executable, "-m", "edgepipe", "run", str(pipeline(tmp_path, shared_data, mqtt, realtime=False)),
+        [sys.executable, "-m", "edgepipe", "run", str(pipeline(tmp_path, video, mqtt, realtime=False)),
          "--events", str(produced_path), "--max-frames", "60"],
         cwd=REPO, capture_output=True, text=True, timeout=240,
     )  # fmt: skip

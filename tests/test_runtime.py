@@ -139,10 +139,9 @@ def summary_events(stderr: str, name: str) -> Counter[str]:
 
 @pytest.mark.slow
 def test_sigterm_mid_run_exits_cleanly_with_every_event_flushed(
-    tmp_path: Path, shared_data: Path, listener: NotifyListener
+    tmp_path: Path, vtest_20fps: Path, listener: NotifyListener
 ) -> None:
-    video = shared_data / "video" / "vtest.mp4"
-    config = write_config(tmp_path, "demo", f"{{type: file, path: {video}, realtime: true}}")
+    config = write_config(tmp_path, "demo", f"{{type: file, path: {vtest_20fps}, realtime: true}}")
     events_path = tmp_path / "events.jsonl"
     process = start(str(config), "--events", str(events_path), env=listener.env())
     try:
