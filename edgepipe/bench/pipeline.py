@@ -11,7 +11,10 @@ ceiling, rounds alternating so that load from other processes hits all alike:
 With `streams`: N copies of the pipeline in one process, each on its own thread with its video paced
 in real time like a camera (looped), all on one compiled model; per stream fps, frame age (from the
 "camera" handing a frame over to its events being published) and frames dropped; then the largest N
-that holds the source's fps with p95 frame age within two frame intervals.
+that holds the source's fps with p95 frame age within two frame intervals. The ceiling is measured
+again between the trials, and each trial's demand (N times the source's fps) is given as a ratio to the
+ceiling measured next to it: on a shared machine the host's load moves within minutes, and a ceiling
+from before the trials would compare them with another hour's machine.
 
 With `soak`: one looped run of that many frames, the process's resident memory sampled along it.
 """
@@ -25,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,11 @@ HOLD_AGE_INTERVALS = 2.0  # ... and 95 % of its frames are at most this many fra
 SOAK_WARMUP_FRAMES = 2000  # frames before the first memory sample of a soak: caches and pools filled
 
 
+def ceiling_fps(limit: Run, decode: Run) -> float:
+    """What inference and decode allow together when they share the cores, as they do."""
+    return 1.0 / (1.0 / limit.fps + 1.0 / decode.fps)
+
+
 @dataclass(frozen=True, slots=True)
 class Round:
     """The four speeds of one round."""
@@ -55,7 +63,7 @@ class Round:
 
     @property
     def ceiling_fps(self) -> float:
-        return 1.0 / (1.0 / self.limit.fps + 1.0 / self.decode.fps)
+        return ceiling_fps(self.limit, self.decode)
 
     @property
     def ratio(self) -> float:
@@ -74,10 +82,16 @@ class StreamsRun:
     age_p95_ms: float
     dropped: int  # frames the streams' sources overwrote unread, all streams
     cpu_ms: float  # process CPU time per delivered frame
+    ceiling_fps: float | None = None  # the ceiling measured just before and just after, averaged
 
     @property
     def total_fps(self) -> float:
         return sum(self.fps)
+
+    @property
+    def demand_ratio(self) -> float | None:
+        """What the streams ask for (N times the source's fps) against the ceiling measured next to them."""
+        return None if self.ceiling_fps is None else self.streams * self.source_fps / self.ceiling_fps
 
     @property
     def holds(self) -> bool:
@@ -116,8 +130,13 @@ class Report:
 
     @property
     def largest_holding(self) -> int | None:
-        held = [run.streams for run in self.streams if run.holds]
-        return max(held) if held else None
+        run = self.largest_holding_run
+        return None if run is None else run.streams
+
+    @property
+    def largest_holding_run(self) -> StreamsRun | None:
+        held = [run for run in self.streams if run.holds]
+        return max(held, key=lambda run: run.streams) if held else None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -145,7 +164,13 @@ class Report:
             ]  # fmt: skip
         if self.streams:
             out["streams"] = [
-                {**asdict(run), "total_fps": run.total_fps, "holds": run.holds} for run in self.streams
+                {
+                    **asdict(run),
+                    "total_fps": run.total_fps,
+                    "demand_ratio": run.demand_ratio,
+                    "holds": run.holds,
+                }
+                for run in self.streams
             ]
             out["largest_holding_streams"] = self.largest_holding
         if self.soak is not None:
@@ -220,21 +245,50 @@ def pipeline_run(cfg: PipelineConfig, pool: ModelPool, frames: int, folder: Path
     return _timed(run)
 
 
-def measure_rounds(cfg: PipelineConfig, pool: ModelPool, frames: int, rounds: int, report: Report) -> None:
+@dataclass(frozen=True, slots=True)
+class CeilingProbe:
+    """The limit and decode runs of one pipeline: its compiled model on its video's first frame,
+    and its video."""
+
+    source: FileSourceConfig
+    compiled: Any
+    image: np.ndarray
+    requests: int  # the limit's requests: the model's optimum, or the pipeline's in_flight if more
+    inner_hw: tuple[int, int] | None
+
+    @classmethod
+    def of(cls, cfg: PipelineConfig, pool: ModelPool) -> CeilingProbe:
+        source = file_source_of(cfg)
+        with FileSource(source) as video:
+            first = next(f for f in video.frames() if f is not None)
+        detector = prepare(
+            with_source(cfg, realtime=False), pool, outputs=False
+        ).detector  # the pipeline's own
+        frame_hw = first.image.shape[:2]
+        compiled = detector.compiled_for(frame_hw)
+        optimal = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        return cls(
+            source, compiled, first.image, max(optimal, detector.in_flight), detector.inner_hw(frame_hw)
+        )
+
+    def limit(self, frames: int) -> Run:
+        return openvino_limit(self.compiled, self.image, self.requests, frames, self.inner_hw)
+
+    def decode(self, frames: int) -> Run:
+        return decode_run(self.source, frames)
+
+    def ceiling_fps(self, frames: int) -> float:
+        return ceiling_fps(self.limit(frames), self.decode(frames))
+
+
+def measure_rounds(
+    cfg: PipelineConfig, pool: ModelPool, probe: CeilingProbe, frames: int, rounds: int, report: Report
+) -> None:
     """Limit, decode and pipeline back to back for `rounds`, the order turned every round."""
-    source = file_source_of(cfg)
-    with FileSource(source) as video:
-        first = next(f for f in video.frames() if f is not None)
-    detector = prepare(with_source(cfg, realtime=False), pool, outputs=False).detector  # the pipeline's own
-    compiled = detector.compiled_for(first.image.shape[:2])
-    optimal = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    report.limit_requests = max(optimal, detector.in_flight)
     with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as folder:
         measure: dict[str, Callable[[], Run]] = {
-            "limit": lambda: openvino_limit(
-                compiled, first.image, report.limit_requests, frames, detector.inner_hw(first.image.shape[:2])
-            ),
-            "decode": lambda: decode_run(source, frames),
+            "limit": lambda: probe.limit(frames),
+            "decode": lambda: probe.decode(frames),
             "pipeline": lambda: pipeline_run(cfg, pool, frames, Path(folder)),
         }
         order = list(measure)
@@ -313,15 +367,31 @@ def streams_run(cfg: PipelineConfig, pool: ModelPool, streams: int, seconds: flo
 
 
 def largest_holding(
-    cfg: PipelineConfig, pool: ModelPool, start: int, seconds: float, report: Report, *, most: int = 64
+    cfg: PipelineConfig,
+    pool: ModelPool,
+    start: int,
+    seconds: float,
+    report: Report,
+    *,
+    ceiling: Callable[[], float] | None = None,
+    most: int = 64,
 ) -> None:
-    """Streams runs from `start` up while they hold (or down until one does): the largest N that holds."""
+    """Streams runs from `start` up while they hold (or down until one does): the largest N that
+    holds. With `ceiling`, it is measured before the first trial and after each, and every trial
+    keeps the mean of the ones on either side of it."""
     tried: dict[int, StreamsRun] = {}
+    last_ceiling = ceiling() if ceiling is not None else None
 
     def trial(n: int) -> bool:
+        nonlocal last_ceiling
         if n not in tried:
-            tried[n] = streams_run(cfg, pool, n, seconds)
-            report.streams.append(tried[n])
+            run = streams_run(cfg, pool, n, seconds)
+            if ceiling is not None and last_ceiling is not None:
+                after = ceiling()
+                run = replace(run, ceiling_fps=(last_ceiling + after) / 2.0)
+                last_ceiling = after
+            tried[n] = run
+            report.streams.append(run)
         return tried[n].holds
 
     n = max(1, start)
@@ -392,14 +462,22 @@ def format_report(report: Report) -> str:
             f" (ceiling {ceiling:.1f} FPS)"
         )
     for run in report.streams:
+        demand = (
+            f", demand x{run.demand_ratio:.3f} of the ceiling next to it ({run.ceiling_fps:.1f} FPS)"
+            if run.demand_ratio is not None and run.ceiling_fps is not None
+            else ""
+        )
         lines.append(
             f"  {run.streams:3d} streams at {run.source_fps:g} fps: per stream {min(run.fps):5.2f}-{max(run.fps):5.2f} fps"
             f" (total {run.total_fps:6.1f}), frame age p50 {run.age_p50_ms:6.1f} ms p95 {run.age_p95_ms:6.1f} ms,"
-            f" {run.dropped} dropped, {run.cpu_ms:.2f} CPU ms/frame  {'holds' if run.holds else 'falls behind'}"
+            f" {run.dropped} dropped, {run.cpu_ms:.2f} CPU ms/frame{demand}  {'holds' if run.holds else 'falls behind'}"
         )
     if report.streams:
-        found = report.largest_holding
-        lines.append(f"  largest number of streams that holds: {found if found is not None else 'none'}")
+        held = report.largest_holding_run
+        found = "none" if held is None else str(held.streams)
+        if held is not None and held.demand_ratio is not None:
+            found += f" (demand x{held.demand_ratio:.3f} of the ceiling measured next to it)"
+        lines.append(f"  largest number of streams that holds: {found}")
     if report.soak is not None:
         soak = report.soak
         first, last = soak.rss_mb[0], soak.rss_mb[-1]

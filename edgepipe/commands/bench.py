@@ -132,9 +132,11 @@ def bench_tracker(args: argparse.Namespace) -> int:
 
 
 def bench_pipeline(args: argparse.Namespace) -> int:
+    import functools
     import json
 
     from edgepipe.bench.pipeline import (
+        CeilingProbe,
         Report,
         file_source_of,
         format_report,
@@ -163,10 +165,14 @@ def bench_pipeline(args: argparse.Namespace) -> int:
     report = Report(
         cfg.name, cfg.detector.model.name, (width, height), cfg.detector.precision, 0, args.frames
     )
-    if not args.no_speed:
-        measure_rounds(cfg, pool, args.frames, args.rounds, report)
-    if args.streams is not None:
-        largest_holding(cfg, pool, args.streams, args.seconds, report)
+    if not args.no_speed or args.streams is not None:
+        probe = CeilingProbe.of(cfg, pool)
+        report.limit_requests = probe.requests
+        if not args.no_speed:
+            measure_rounds(cfg, pool, probe, args.frames, args.rounds, report)
+        if args.streams is not None:  # the ceiling again around each trial, on as many frames as a round
+            ceiling = functools.partial(probe.ceiling_fps, args.frames)
+            largest_holding(cfg, pool, args.streams, args.seconds, report, ceiling=ceiling)
     if args.soak is not None:
         report.soak = soak_run(cfg, pool, args.soak)
     print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))

@@ -52,6 +52,37 @@ def test_the_search_walks_from_the_estimate_to_the_largest_number_that_holds(
     assert report.largest_holding == (capacity or None)
 
 
+def test_each_trial_is_set_against_the_ceiling_measured_on_either_side_of_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The host's load moves between trials: trial k gets the mean of the ceilings measured just
+    before and just after it, and its demand (N x 10 fps) is a ratio to that."""
+    monkeypatch.setattr(
+        bench, "streams_run", lambda cfg, pool, n, seconds: streams(n, 10.0 if n <= 11 else 8.0, 120.0)
+    )
+    ceilings = iter([120.0, 110.0, 100.0, 130.0])
+    report = bench.Report("demo", "m.xml", (480, 360), "auto", 3, 100)
+    bench.largest_holding(None, None, 10, 5.0, report, ceiling=lambda: next(ceilings))  # type: ignore[arg-type]
+    assert [(run.streams, run.ceiling_fps) for run in report.streams] == [
+        (10, 115.0),
+        (11, 105.0),
+        (12, 115.0),
+    ]
+    assert [run.demand_ratio for run in report.streams] == pytest.approx([100 / 115, 110 / 105, 120 / 115])
+    assert report.largest_holding == 11
+    text = bench.format_report(report)
+    assert "demand x1.048 of the ceiling next to it (105.0 FPS)  holds" in text
+    assert text.endswith(
+        "largest number of streams that holds: 11 (demand x1.048 of the ceiling measured next to it)"
+    )
+    entries = report.as_dict()["streams"]
+    assert [(e["ceiling_fps"], round(e["demand_ratio"], 3)) for e in entries] == [
+        (115.0, 0.87),
+        (105.0, 1.048),
+        (115.0, 1.043),
+    ]
+
+
 def test_a_pipeline_on_a_camera_cannot_be_benched_against_its_video(
     tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
