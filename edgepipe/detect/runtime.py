@@ -11,7 +11,6 @@ precision, hint, preprocessing, decode, frame size) for the whole process.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 from collections import OrderedDict, deque
@@ -25,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgepipe.config import MODEL_SUFFIXES, PerformanceHint, Precision
+from edgepipe.detect import model_cache
 from edgepipe.detect.decoders.base import GraphDecode
 from edgepipe.errors import ConfigError, FieldError, ModelError
 from edgepipe.modelcard import ModelCard, resolve_card
@@ -111,7 +111,8 @@ class ModelPool:
 
     With `cache` (the default) OpenVINO keeps what it compiles under `paths.model_cache_directory()`
     and a later process imports it instead of compiling (the same network, the same results), and
-    compiles again over a damaged or unwritable cache. Each compiled model has a folder of its own,
+    compiles again over a damaged or unwritable cache; beyond its bound the least recently used
+    models are removed (model_cache.evict). Each compiled model has a folder of its own,
     named by everything that makes it (`_cache_folder`): OpenVINO's own key for a model built in
     Python did not tell apart networks that differ in a decode threshold, nor f32 from the
     default bf16 (2026.4: it handed one the other's)."""
@@ -190,8 +191,8 @@ class ModelPool:
     def _cache_folder(self, path: Path, settings: tuple[Any, ...]) -> Path | None:
         """The cache folder of one compiled model: named by the model file's contents, the compile
         settings (plain frozen dataclasses and strings, so their repr is exact) and OpenVINO's
-        version, made here. None where there is no cache, or the file cannot be read or the folder
-        made (then the model is compiled without a cache)."""
+        version (model_cache.folder_for). None where there is no cache, or the file cannot be read
+        or the folder made (then the model is compiled without a cache)."""
         root = model_cache_directory()
         if root is None:
             return None
@@ -203,14 +204,9 @@ class ModelPool:
             return None
         import openvino as ov
 
-        name = repr((self._digests[path], settings, ov.get_version()))
-        folder = root / hashlib.sha256(name.encode()).hexdigest()[:24]
-        try:  # here, not by OpenVINO: it fails the compile where it cannot make the folder
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:  # a cache only saves time: compile without it (a full disk it ignores)
-            log.warning("compiling %s without the model cache: %s: %s", path.name, folder, error.strerror)
-            return None
-        return folder
+        return model_cache.folder_for(
+            root, repr((self._digests[path], settings, ov.get_version())), path.name
+        )
 
     def compile(
         self,
@@ -256,8 +252,12 @@ class ModelPool:
                 raise ConfigError(
                     f"cannot compile {path} for {device} with {config}: {_ov_message(error)}"
                 ) from None
-            from_cache = " (from the cache)" if _from_cache(compiled) else ""
-            log.info("compiled %s for %s, %s%s", path.name, device, config, from_cache)
+            imported = _from_cache(compiled)
+            log.info(
+                "compiled %s for %s, %s%s", path.name, device, config, " (from the cache)" if imported else ""
+            )
+            if folder is not None and not imported:  # the cache grew: keep it within its bound
+                model_cache.evict(folder.parent, keep=folder)
             self._compiled[key] = compiled
             if len(self._compiled) > MAX_COMPILED:  # ever-new aspect ratios (letterbox) must not grow memory
                 self._compiled.popitem(last=False)
