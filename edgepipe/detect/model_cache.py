@@ -33,10 +33,13 @@ def folder_for(root: Path, name: str, model: str) -> Path | None:
     folder = root / hashlib.sha256(name.encode()).hexdigest()[:24]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        os.utime(folder)  # the eviction's "last used": a folder imported from is as used as a new one
     except OSError as error:  # a cache only saves time: compile without it
         log.warning("compiling %s without the model cache: %s: %s", model, folder, error.strerror)
         return None
+    try:
+        os.utime(folder)  # the eviction's "last used": a folder imported from is as used as a new one
+    except OSError as error:  # a read-only cache (prepared in an image, say) still imports
+        log.debug("model cache folder %s not marked as used: %s", folder, error.strerror)
     return folder
 
 
