@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from edgepipe.bench.detector import Run, openvino_limit
 from edgepipe.config import FileSourceConfig, PipelineConfig
@@ -173,6 +174,8 @@ class Report:
                 for run in self.streams
             ]
             out["largest_holding_streams"] = self.largest_holding
+            held = self.largest_holding_run
+            out["largest_holding_demand_ratio"] = None if held is None else held.demand_ratio
         if self.soak is not None:
             out["soak"] = {
                 "frames": self.soak.frames,
@@ -252,7 +255,7 @@ class CeilingProbe:
 
     source: FileSourceConfig
     compiled: Any
-    image: np.ndarray
+    image: NDArray[np.uint8]  # the video's first frame
     requests: int  # the limit's requests: the model's optimum, or the pipeline's in_flight if more
     inner_hw: tuple[int, int] | None
 
@@ -261,9 +264,8 @@ class CeilingProbe:
         source = file_source_of(cfg)
         with FileSource(source) as video:
             first = next(f for f in video.frames() if f is not None)
-        detector = prepare(
-            with_source(cfg, realtime=False), pool, outputs=False
-        ).detector  # the pipeline's own
+        # the pipeline's own detector, so its own compiled model and request count
+        detector = prepare(with_source(cfg, realtime=False), pool, outputs=False).detector
         frame_hw = first.image.shape[:2]
         compiled = detector.compiled_for(frame_hw)
         optimal = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))

@@ -75,7 +75,11 @@ def test_each_trial_is_set_against_the_ceiling_measured_on_either_side_of_it(
     assert text.endswith(
         "largest number of streams that holds: 11 (demand x1.048 of the ceiling measured next to it)"
     )
-    entries = report.as_dict()["streams"]
+    out = report.as_dict()
+    assert out["largest_holding_streams"] == 11 and out["largest_holding_demand_ratio"] == pytest.approx(
+        110 / 105
+    )
+    entries = out["streams"]
     assert [(e["ceiling_fps"], round(e["demand_ratio"], 3)) for e in entries] == [
         (115.0, 0.87),
         (105.0, 1.048),
