@@ -79,7 +79,9 @@ def test_a_full_disk_under_the_outbox_loses_no_event(
     outbox = disk / "outbox.sqlite"
     mqtt = f"  mqtt: {{host: {broker.host}, port: {broker.port}, outbox: {{path: {outbox}}}}}\n"
     produced_path = tmp_path / "produced.jsonl"
-    run = start(pipeline(tmp_path, vtest_20fps, mqtt), produced_path, max_frames=250)
+    # 20 events come by frame ~172; the 128 frames after (6.4 s) and the close's 5 s outlast the
+    # publisher's longest wait between reconnects (10 s) once the broker is back
+    run = start(pipeline(tmp_path, vtest_20fps, mqtt), produced_path, max_frames=300)
     lines: list[str] = []
     try:
         assert wait_until(lambda: outbox.exists(), timeout_s=120)
