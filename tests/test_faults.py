@@ -5,6 +5,7 @@ compared by id with what was delivered, and any loss must be reported, never sil
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -56,10 +57,16 @@ def events_in(path: Path) -> list[dict[str, Any]]:
 
 
 def fill(disk: Path, leave_bytes: int) -> Path:
-    """A file that takes all of the disk but `leave_bytes`."""
+    """A file that takes all of the disk but `leave_bytes`, or all of it: the run writes to that
+    disk meanwhile, so the space left may shrink between asking and filling."""
     stats = os.statvfs(disk)
     filler = disk / "filler"
-    filler.write_bytes(b"\0" * max(0, stats.f_bavail * stats.f_frsize - leave_bytes))
+    with filler.open("wb", buffering=0) as handle:
+        try:
+            handle.write(b"\0" * max(0, stats.f_bavail * stats.f_frsize - leave_bytes))
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
     return filler
 
 
