@@ -124,6 +124,29 @@ def test_a_short_bench_of_the_demo_measures_all_four_and_writes_nothing(
     assert not (tmp_path / "events.jsonl").exists()  # the file's outputs are off in a benchmark
 
 
+@pytest.mark.integration
+def test_the_command_measures_the_real_ceiling_around_each_streams_trial(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--no-speed --streams N`: no rounds, and each trial (faked here: the search is tested above)
+    carries the ceiling the command measured on the pipeline's own model and video next to it."""
+    from tests.test_api import demo_config
+
+    monkeypatch.setattr(
+        bench, "streams_run", lambda cfg, pool, n, seconds: streams(n, 10.0 if n <= 2 else 8.0, 120.0)
+    )
+    path = demo_config(tmp_path, shared_data, tmp_path / "events.jsonl")
+    args = ["bench", "pipeline", str(path), "--no-speed", "--streams", "2", "--frames", "10", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "rounds" not in out and out["limit_requests"] >= 1
+    assert [run["streams"] for run in out["streams"]] == [2, 3] and out["largest_holding_streams"] == 2
+    for run in out["streams"]:
+        assert run["ceiling_fps"] > 0
+        assert run["demand_ratio"] == pytest.approx(run["streams"] * 10.0 / run["ceiling_fps"])
+    assert out["largest_holding_demand_ratio"] == out["streams"][0]["demand_ratio"]
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_real_time_streams_share_one_model_and_report_age_and_drops(
