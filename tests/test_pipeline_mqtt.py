@@ -119,7 +119,7 @@ def video(shared_data: Path) -> Path:
 @pytest.fixture
 def fast_video(video: Path, vtest_20fps: Path) -> Path:
     """The same frames at 20 fps, for runs in real time that must only outlast what a test does
-    in the middle of them."""
+    in the middle of them (`video` is asked for its check that the model is there)."""
     return vtest_20fps
 
 
