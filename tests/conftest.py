@@ -8,6 +8,7 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,6 +43,16 @@ def vtest_20fps(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
          "-c", "copy", str(fast)],
         check=True, timeout=60,
     )  # fmt: skip
+    # The tests that play it count on every frame at twice the rate: an FFmpeg that wrote it
+    # otherwise would make them test other timings, not fail. (OpenCV reads the copy as 19.97 fps,
+    # its mean rate over the remuxed duration.)
+    original, copy = cv2.VideoCapture(str(shared_data / "video" / "vtest.mp4")), cv2.VideoCapture(str(fast))
+    frames = [int(c.get(cv2.CAP_PROP_FRAME_COUNT)) for c in (original, copy)]
+    rates = [float(c.get(cv2.CAP_PROP_FPS)) for c in (original, copy)]
+    original.release()
+    copy.release()
+    assert frames[1] == frames[0] > 0, f"{fast}: {frames[1]} frames, vtest.mp4 has {frames[0]}"
+    assert abs(rates[1] / rates[0] - 2) < 0.02, f"{fast}: {rates[1]} fps, vtest.mp4 {rates[0]}"
     return fast
 
 
