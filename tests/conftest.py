@@ -37,16 +37,16 @@ def vtest_20fps(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """vtest.mp4's very frames with their timestamps halved: a real-time run plays it at 20 fps,
     so tests that pace a run to act in the middle of it take half the time (FFmpeg copies the
     stream, nothing is decoded again)."""
+    vtest = shared_data / "video" / "vtest.mp4"
     fast = tmp_path_factory.mktemp("video") / "vtest-20fps.mp4"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-itsscale", "0.5", "-i", str(shared_data / "video" / "vtest.mp4"),
-         "-c", "copy", str(fast)],
+        ["ffmpeg", "-v", "error", "-itsscale", "0.5", "-i", str(vtest), "-c", "copy", str(fast)],
         check=True, timeout=60,
     )  # fmt: skip
     # The tests that play it count on every frame at twice the rate: an FFmpeg that wrote it
     # otherwise would make them test other timings, not fail. (OpenCV reads the copy as 19.97 fps,
     # its mean rate over the remuxed duration.)
-    original, copy = cv2.VideoCapture(str(shared_data / "video" / "vtest.mp4")), cv2.VideoCapture(str(fast))
+    original, copy = cv2.VideoCapture(str(vtest)), cv2.VideoCapture(str(fast))
     frames = [int(c.get(cv2.CAP_PROP_FRAME_COUNT)) for c in (original, copy)]
     rates = [float(c.get(cv2.CAP_PROP_FPS)) for c in (original, copy)]
     original.release()
